@@ -1,0 +1,62 @@
+"""Helpers over the composed config: instantiation with one-line errors, flattening, hashing."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from cifarzoo.errors import ConfigError
+
+GROUPS = ("model", "aug", "optim", "sched", "data", "precision")
+# Keys that say where things are, not what is trained: left out of `config_hash`.
+_LOCATION_KEYS = (("tracking",), ("data", "root"), ("data", "download"), ("seed",))
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """`hydra.utils.instantiate`, re-raising a ConfigError from the target as itself."""
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        raise
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Dotted keys -> string values (lists as JSON); `_target_` entries are left out."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        if key == "_target_":
+            continue
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, dotted + "."))
+        elif isinstance(value, (list, tuple)):
+            flat[dotted] = json.dumps(value)
+        else:
+            flat[dotted] = str(value)
+    return flat
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    """Stable hash of the resolved config without the seed and without paths/locations."""
+    tree = copy.deepcopy(resolved)
+    for path in _LOCATION_KEYS:
+        node = tree
+        for key in path[:-1]:
+            node = node.get(key, {})
+        node.pop(path[-1], None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def choice_name(choice: Any) -> str:
+    """`aug=[cutout,mixup]` is recorded as `cutout+mixup`."""
+    if isinstance(choice, (list, tuple)) or type(choice).__name__ == "ListConfig":
+        return "+".join(str(c) for c in choice)
+    return str(choice)

@@ -1,0 +1,15 @@
+"""Errors the user can act on, raised before any training starts."""
+
+
+class ConfigError(ValueError):
+    """A bad configuration value. The message is one line: `<key>: <rule> (got <value>)`."""
+
+    def __init__(self, key: str, rule: str, value: object = None) -> None:
+        self.key = key
+        got = "" if value is None else f" (got {value!r})"
+        super().__init__(f"{key}: {rule}{got}")
+
+
+def require(condition: bool, key: str, rule: str, value: object = None) -> None:
+    if not condition:
+        raise ConfigError(key, rule, value)

@@ -1,0 +1,224 @@
+"""The training loop: epochs over device-resident data, evaluation, checkpoints, resume.
+
+It knows nothing of Hydra or MLflow: results leave through the `on_epoch` callback."""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cifarzoo import checkpoint
+from cifarzoo.aug import Recipe
+from cifarzoo.data import DeviceData
+from cifarzoo.precision import Precision
+
+log = logging.getLogger("cifarzoo")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class Diverged(Exception):
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"non-finite training loss in epoch {epoch}")
+        self.epoch = epoch
+
+
+class Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} after writing a checkpoint")
+        self.signum = signum
+
+
+class StopSignals:
+    """Turns SIGTERM/SIGUSR1/SIGUSR2 into a flag the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        try:
+            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+        except ValueError:  # not the main thread: signals cannot be caught here
+            self._previous = {}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass
+class LoopSettings:
+    epochs: int
+    batch_size: int
+    eval_every: int
+    eval_batch_size: int
+    checkpoint_every: int
+
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        data: DeviceData,
+        aug: Recipe,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        precision: Precision,
+        settings: LoopSettings,
+        generator: torch.Generator,
+        checkpoint_path: Path,
+        checkpoint_extra: dict[str, Any],
+        on_epoch: EpochCallback,
+    ) -> None:
+        self.model, self.data, self.aug = model, data, aug
+        self.optimizer, self.scheduler, self.precision = optimizer, scheduler, precision
+        self.settings, self.generator = settings, generator
+        self.checkpoint_path, self.checkpoint_extra, self.on_epoch = checkpoint_path, checkpoint_extra, on_epoch
+        self.steps_per_epoch = data.num_train // settings.batch_size
+        # Progress: completed epochs, and the position inside the current one.
+        self.epoch, self.step = 0, 0
+        self.perm: torch.Tensor | None = None
+        self.sums = torch.zeros(2, dtype=torch.float64, device=data.device)  # loss sum, correct
+        self.lr = optimizer.param_groups[0]["lr"]
+        self.epoch_train_s = 0.0
+        self.elapsed_s = 0.0
+        self.final: dict[str, float] | None = None
+
+    # -- checkpoints -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **self.checkpoint_extra,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "precision": self.precision.state_dict(),
+            "rng": checkpoint.rng_state(self.generator),
+            "epoch": self.epoch,
+            "step": self.step,
+            "perm": None if self.perm is None else self.perm.cpu(),
+            "sums": self.sums.cpu(),
+            "lr": self.lr,
+            "epoch_train_s": self.epoch_train_s,
+            "elapsed_s": self.elapsed_s,
+            "final": self.final,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.data.device
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.precision.load_state_dict(state["precision"])
+        checkpoint.restore_rng(state["rng"], self.generator)
+        self.epoch, self.step, self.lr = state["epoch"], state["step"], state["lr"]
+        self.perm = None if state["perm"] is None else state["perm"].to(device)
+        self.sums = state["sums"].to(device)
+        self.epoch_train_s, self.elapsed_s, self.final = state["epoch_train_s"], state["elapsed_s"], state["final"]
+
+    def save(self) -> None:
+        checkpoint.save_atomic(self.state_dict(), self.checkpoint_path)
+
+    # -- the loop ----------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        """Train to `settings.epochs` from wherever the state is; return the last epoch's metrics."""
+        with StopSignals() as stop:
+            while self.final is None:
+                self._run_epoch(stop)
+        return self.final
+
+    def _run_epoch(self, stop: StopSignals) -> None:
+        s = self.settings
+        start = time.perf_counter()
+        self._train(stop)
+        epoch = self.epoch + 1
+        count = self.steps_per_epoch * s.batch_size
+        loss_sum, correct = self.sums.tolist()
+        metrics = {
+            "train_loss": loss_sum / count,
+            "train_error": 100.0 * (1 - correct / count),
+            "lr": self.lr,
+            "epoch_time_s": self.epoch_train_s,
+            "images_per_s": count / self.epoch_train_s,
+        }
+        if not math.isfinite(metrics["train_loss"]):
+            self.on_epoch(epoch, metrics)
+            raise Diverged(epoch)
+        if epoch % s.eval_every == 0 or epoch == s.epochs:
+            metrics["test_loss"], metrics["test_error"] = self.evaluate()
+        self.epoch, self.step, self.perm = epoch, 0, None
+        self.elapsed_s += time.perf_counter() - start
+        if epoch == s.epochs:
+            self.final = {**metrics, "train_time_s": self.elapsed_s}
+        self.on_epoch(epoch, metrics)
+        log.info(_epoch_line(epoch, s.epochs, metrics))
+        if epoch % s.checkpoint_every == 0 or self.final is not None:
+            self.save()
+
+    def _train(self, stop: StopSignals) -> None:
+        s, data = self.settings, self.data
+        if self.step == 0:
+            self.perm = data.permutation(self.generator)
+            self.sums.zero_()
+            self.epoch_train_s = 0.0
+        self.model.train()
+        start = time.perf_counter()
+        for step in range(self.step, self.steps_per_epoch):
+            index = self.perm[step * s.batch_size : (step + 1) * s.batch_size]
+            images = data.normalize(self.aug(data.train_x[index], self.generator))
+            labels = data.train_y[index]
+            self.optimizer.zero_grad(set_to_none=True)
+            with self.precision.autocast():
+                logits = self.model(images)
+                loss = F.cross_entropy(logits, labels)
+            self.precision.backward_step(loss, self.optimizer)
+            self.lr = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            self.sums[0] += loss.detach() * len(labels)
+            self.sums[1] += (logits.argmax(1) == labels).sum()
+            self.step = step + 1
+            if stop.received is not None:
+                self.epoch_train_s += time.perf_counter() - start
+                self.elapsed_s += time.perf_counter() - start
+                self.save()
+                raise Interrupted(stop.received)
+        if data.device.type == "cuda":
+            torch.cuda.synchronize(data.device)
+        self.epoch_train_s += time.perf_counter() - start
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Test loss and error (%) over the whole test split, without augmentation."""
+        self.model.eval()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.data.device)
+        wrong = torch.zeros((), dtype=torch.int64, device=self.data.device)
+        for images, labels in self.data.test_batches(self.settings.eval_batch_size):
+            with self.precision.autocast():
+                logits = self.model(self.data.normalize(images))
+            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+            wrong += (logits.argmax(1) != labels).sum()
+        n = len(self.data.test_x)
+        return loss_sum.item() / n, 100.0 * wrong.item() / n
+
+
+def _epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:
+    line = f"epoch {epoch}/{epochs}  train loss {m['train_loss']:.4f} err {m['train_error']:5.2f}%"
+    if "test_error" in m:
+        line += f"  test loss {m['test_loss']:.4f} err {m['test_error']:5.2f}%"
+    return line + f"  lr {m['lr']:.4g}  {m['epoch_time_s']:.1f}s  {m['images_per_s']:.0f} img/s"

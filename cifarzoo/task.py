@@ -1,0 +1,168 @@
+"""One run: config -> build -> loop -> tracker. `run.py` calls `main`; tests call `train`."""
+
+from __future__ import annotations
+
+import logging
+import math
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cifarzoo import checkpoint
+from cifarzoo.config import GROUPS, build, choice_name, config_hash, flatten
+from cifarzoo.data import DeviceData
+from cifarzoo.errors import ConfigError, require
+from cifarzoo.loop import Diverged, Interrupted, LoopSettings, Trainer
+from cifarzoo.models import count_parameters
+from cifarzoo.paths import REPO_DIR, default_tracking_uri
+from cifarzoo.tracking import Tracker
+
+log = logging.getLogger("cifarzoo")
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class RunContext:
+    """What Hydra knows about the run beyond its config."""
+
+    output_dir: Path
+    choices: dict[str, str] = field(default_factory=dict)
+    overrides: list[str] = field(default_factory=list)
+    sweep: str = ""
+
+    @classmethod
+    def from_hydra(cls) -> RunContext:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        choices = {g: choice_name(hc.runtime.choices[g]) for g in GROUPS if g in hc.runtime.choices}
+        sweep = str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else ""
+        return cls(Path(hc.runtime.output_dir), choices, list(hc.overrides.task), sweep)
+
+
+def main(cfg: DictConfig) -> float:
+    """Hydra task: bad configuration exits with one line on stderr, before any training."""
+    try:
+        return train(cfg, RunContext.from_hydra())
+    except ConfigError as error:
+        print(f"cifarzoo: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def loop_settings(cfg: DictConfig) -> LoopSettings:
+    t = cfg.train
+    for key in ("epochs", "batch_size", "eval_every", "eval_batch_size", "checkpoint_every"):
+        value = t[key]
+        require(isinstance(value, int) and not isinstance(value, bool) and value > 0, f"train.{key}", "must be a positive int", value)
+    require(isinstance(cfg.seed, int), "seed", "must be an int", cfg.seed)
+    return LoopSettings(t.epochs, t.batch_size, t.eval_every, t.eval_batch_size, t.checkpoint_every)
+
+
+def resolve_device(name: str) -> torch.device:
+    require(name in ("auto", "cpu", "cuda") or str(name).startswith("cuda:"), "train.device", "must be auto, cpu or cuda", name)
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    require(name == "cpu" or torch.cuda.is_available(), "train.device", "asks for CUDA but no CUDA device is visible", name)
+    return torch.device(name)
+
+
+def train(cfg: DictConfig, ctx: RunContext) -> float:
+    """Train one configuration; return the test error (%) at the last epoch (NaN if diverged)."""
+    settings = loop_settings(cfg)
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.seed)
+    dataset = build(cfg.data)
+    model = build(cfg.model, in_channels=dataset.channels, num_classes=dataset.num_classes)
+    aug, optimizer_factory, schedule = build(cfg.aug), build(cfg.optim), build(cfg.sched)
+    precision = build(cfg.precision)
+    splits = dataset.load()
+    require(
+        settings.batch_size <= len(splits.train_x),
+        "train.batch_size", f"must be at most the training-set size {len(splits.train_x)}", settings.batch_size,
+    )
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    chash = config_hash(resolved)
+    ckpt_path = ctx.output_dir / CHECKPOINT_FILE
+    state = checkpoint.load(ckpt_path)
+    if state is not None and state.get("config_hash") != chash:
+        raise ConfigError("hydra.run.dir", "holds a checkpoint of a different configuration; use a fresh output dir", str(ctx.output_dir))
+
+    data = DeviceData(splits, dataset.mean, dataset.std, device)
+    if device.type == "cuda":
+        model = model.to(device, memory_format=torch.channels_last)
+    model = model.to(device)
+    precision.setup(device)
+    optimizer = optimizer_factory.build(model.parameters())
+    steps_per_epoch = data.num_train // settings.batch_size
+    scheduler = schedule.build(optimizer, steps_per_epoch, settings.epochs)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    num_params = count_parameters(model)
+    params = {**flatten(resolved), **ctx.choices, "model.num_params": str(num_params)}
+    tracker = Tracker.open(
+        uri=cfg.tracking.uri or default_tracking_uri(),
+        experiment=cfg.tracking.experiment,
+        output_dir=ctx.output_dir,
+        run_name=(",".join(ctx.overrides) or "default")[:250],
+        params=params,
+        tags={
+            "overrides": " ".join(ctx.overrides),
+            "config_hash": chash,
+            "sweep": ctx.sweep,
+            "output_dir": str(ctx.output_dir),
+            **_git_commit(),
+        },
+        config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+    )
+    trainer = Trainer(
+        model, data, aug, optimizer, scheduler, precision, settings, generator,
+        checkpoint_path=ckpt_path,
+        checkpoint_extra={"config_hash": chash, "mlflow_run_id": tracker.run_id},
+        on_epoch=tracker.log_epoch,
+    )
+    if state is not None:
+        trainer.load_state_dict(state)
+        log.info("resuming from %s at epoch %d, step %d", ckpt_path, trainer.epoch, trainer.step)
+    log.info(
+        "%s: %s (%.2fM params), %s %d train / %d test on %s, run %s",
+        ctx.output_dir, type(model).__name__, num_params / 1e6, dataset.name,
+        data.num_train, len(data.test_x), device, tracker.run_id,
+    )
+    return _fit(trainer, tracker)
+
+
+def _fit(trainer: Trainer, tracker: Tracker) -> float:
+    try:
+        final = trainer.fit()
+    except Diverged as error:
+        log.warning("run diverged: %s; marked FAILED", error)
+        tracker.fail("diverged", diverged_epoch=str(error.epoch))
+        return math.nan
+    except Interrupted as error:
+        tracker.interrupted(str(error))
+        log.warning("%s; rerun with the same output dir to resume", error)
+        raise SystemExit(128 + error.signum) from None
+    except KeyboardInterrupt:
+        tracker.interrupted("KeyboardInterrupt")
+        raise
+    except BaseException as error:
+        tracker.fail(f"{type(error).__name__}: {error}")
+        raise
+    if not tracker.finished_before:
+        tracker.log_metric("train_time_s", final["train_time_s"], step=trainer.settings.epochs)
+        tracker.finish()
+    return final["test_error"]
+
+
+def _git_commit() -> dict[str, str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {"git_commit": out.stdout.strip()} if out.returncode == 0 else {}

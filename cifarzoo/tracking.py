@@ -1,0 +1,157 @@
+"""MLflow records of runs: one run per output dir, reopened on resume.
+
+The experiment is created under a file lock for sqlite stores, so concurrent first runs on a
+fresh database never race on its schema or create the experiment twice."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from cifarzoo.errors import ConfigError
+
+log = logging.getLogger("cifarzoo")
+
+RUN_FILE = "mlflow_run.json"
+_BATCH = 100  # MLflow's limit on params per log_batch call
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :].split("?")[0])
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def get_or_create_experiment(client: MlflowClient, uri: str, name: str) -> str:
+    """The experiment's id, creating it (once, whatever the concurrency) if needed."""
+    db = sqlite_path(uri)
+    artifacts = None if db is None else str(db.parent / "mlartifacts" / re.sub(r"[^\w.-]", "_", name))
+    with _store_lock(uri):
+        for attempt in range(5):
+            experiment = client.get_experiment_by_name(name)
+            if experiment is not None:
+                if experiment.lifecycle_stage == "deleted":
+                    raise ConfigError("tracking.experiment", "is deleted in the tracking store; restore it or pick another name", name)
+                return experiment.experiment_id
+            try:
+                return client.create_experiment(name, artifact_location=artifacts)
+            except MlflowException:  # created meanwhile by a process not holding our lock
+                time.sleep(0.2 * (attempt + 1))
+    raise RuntimeError(f"could not get or create MLflow experiment {name!r} at {uri}")
+
+
+class Tracker:
+    """The MLflow run of one output dir. `open` creates it, or reopens the one recorded in
+    `<output_dir>/mlflow_run.json` so that a resumed run logs nothing twice."""
+
+    def __init__(self, client: MlflowClient, run_id: str, logged_until: int, finished_before: bool) -> None:
+        self.client, self.run_id, self.logged_until = client, run_id, logged_until
+        self.finished_before = finished_before  # a rerun of a run that had already FINISHED
+
+    @classmethod
+    def open(
+        cls,
+        uri: str,
+        experiment: str,
+        output_dir: Path,
+        run_name: str,
+        params: dict[str, str],
+        tags: dict[str, str],
+        config_yaml: str,
+    ) -> Tracker:
+        client = MlflowClient(tracking_uri=uri)
+        experiment_id = get_or_create_experiment(client, uri, experiment)
+        run_file = output_dir / RUN_FILE
+        run = _previous_run(client, run_file, uri, experiment_id)
+        if run is None:
+            run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            tmp = run_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri, "experiment_id": experiment_id}))
+            tmp.replace(run_file)
+            logged_until, existing, finished_before = 0, {}, False
+        else:
+            if run.data.tags.get("config_hash") != tags["config_hash"]:
+                raise ConfigError(
+                    "hydra.run.dir",
+                    "holds a run of a different configuration; use a fresh output dir",
+                    str(output_dir),
+                )
+            finished_before = run.info.status == "FINISHED"
+            if not finished_before:
+                client.update_run(run.info.run_id, status="RUNNING")
+            history = client.get_metric_history(run.info.run_id, "train_loss")
+            logged_until = max((m.step for m in history), default=0)
+            existing = run.data.params
+            log.info("resuming MLflow run %s (epochs logged: %d)", run.info.run_id, logged_until)
+        missing = [Param(k, v) for k, v in params.items() if k not in existing]
+        for i in range(0, len(missing), _BATCH):
+            client.log_batch(run.info.run_id, params=missing[i : i + _BATCH])
+        client.log_text(run.info.run_id, config_yaml, "config.yaml")
+        return cls(client, run.info.run_id, logged_until, finished_before)
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch <= self.logged_until:  # already logged before an interruption
+            return
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
+        self.logged_until = epoch
+
+    def log_metric(self, key: str, value: float, step: int) -> None:
+        self.client.log_metric(self.run_id, key, value, step=step)
+
+    def finish(self) -> None:
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def fail(self, reason: str, **tags: str) -> None:
+        self.client.set_tag(self.run_id, "failure_reason", reason[:5000])
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+        self.client.set_terminated(self.run_id, "FAILED")
+
+    def interrupted(self, reason: str) -> None:
+        self.client.set_tag(self.run_id, "interrupted", reason)
+        self.client.set_terminated(self.run_id, "KILLED")
+
+
+def _previous_run(client: MlflowClient, run_file: Path, uri: str, experiment_id: str) -> Any:
+    if not run_file.exists():
+        return None
+    record = json.loads(run_file.read_text())
+    if record.get("tracking_uri") != uri or record.get("experiment_id") != experiment_id:
+        return None
+    try:
+        run = client.get_run(record["run_id"])
+    except MlflowException:
+        return None
+    if run.info.lifecycle_stage == "deleted":
+        return None
+    return run
+
+
