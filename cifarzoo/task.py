@@ -38,12 +38,18 @@ class RunContext:
     @classmethod
     def from_hydra(cls) -> RunContext:
         from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
 
         hc = HydraConfig.get()
+        return cls.from_hydra_config(hc, Path(hc.runtime.output_dir))
+
+    @classmethod
+    def from_hydra_config(cls, hc: DictConfig, output_dir: Path) -> RunContext:
+        """From the `hydra` node of a composed config (also what tests compose)."""
+        from hydra.types import RunMode
+
         choices = {g: choice_name(hc.runtime.choices[g]) for g in GROUPS if g in hc.runtime.choices}
         sweep = str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else ""
-        return cls(Path(hc.runtime.output_dir), choices, list(hc.overrides.task), sweep)
+        return cls(output_dir, choices, list(hc.overrides.task), sweep)
 
 
 def main(cfg: DictConfig) -> float:

@@ -41,7 +41,7 @@ class ImageDataset:
         self.train_size = train_size
         self.test_size = test_size
         for key, size in (("data.train_size", train_size), ("data.test_size", test_size)):
-            require(size is None or (isinstance(size, int) and size > 0), key, "must be null or a positive int", size)
+            require(size is None or (isinstance(size, int) and not isinstance(size, bool) and size > 0), key, "must be null or a positive int", size)
 
     def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

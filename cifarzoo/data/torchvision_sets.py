@@ -28,7 +28,7 @@ class TorchvisionDataset(ImageDataset):
                 raise
             raise ConfigError(
                 "data.root",
-                f"no {self.name} files found there; set data.download=true or point data.root at a copy",
+                f"no {self.name} files found there (or they are corrupt); set data.download=true or point data.root at a copy",
                 self.root,
             ) from None
         return _as_nchw(dataset.data, self.channels), torch.as_tensor(np.asarray(_labels(dataset)), dtype=torch.int64)

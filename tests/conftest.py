@@ -1,0 +1,88 @@
+"""Shared fixtures: compose the real Hydra config (as run.py does) and read MLflow stores."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, open_dict
+
+import cifarzoo  # noqa: F401  (registers the resolvers the config uses)
+from cifarzoo.paths import REPO_DIR
+from cifarzoo.task import RunContext
+
+CONF_DIR = REPO_DIR / "conf"
+SHARED_DATA = Path(os.environ.get("CIFARZOO_DATA_SHARED", REPO_DIR.parent / "shared" / "data"))
+
+# Small, fast defaults for in-process runs; each test adds its own overrides after these.
+QUICK = [
+    "data=fake",
+    "data.train_size=256",
+    "data.test_size=128",
+    "train.epochs=2",
+    "train.batch_size=64",
+    "train.device=cpu",
+]
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def compose_run(overrides: list[str], output_dir: Path) -> tuple[DictConfig, RunContext]:
+    """The config and run context run.py would hand to the task for these overrides."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    ctx = RunContext.from_hydra_config(cfg.hydra, output_dir)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, ctx
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture
+def make_cfg(tracking_uri: str) -> Callable[..., DictConfig]:
+    """`make_cfg("model.depth=8", ...)`: the quick config against this test's MLflow store."""
+
+    def _make(*overrides: str, quick: bool = True) -> DictConfig:
+        base = QUICK if quick else []
+        return compose_config([*base, f"tracking.uri={tracking_uri}", "tracking.experiment=test", *overrides])
+
+    return _make
+
+
+@pytest.fixture
+def make_run(tracking_uri: str, tmp_path: Path) -> Callable[..., tuple[DictConfig, RunContext]]:
+    """`make_run("optim.lr=0.2", out="a")`: quick config + run context with its own output dir."""
+
+    def _make(*overrides: str, out: str = "run", quick: bool = True) -> tuple[DictConfig, RunContext]:
+        base = QUICK if quick else []
+        args = [*base, f"tracking.uri={tracking_uri}", "tracking.experiment=test", *overrides]
+        return compose_run(args, tmp_path / out)
+
+    return _make
+
+
+@pytest.fixture
+def client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def run_cli(args: list[str], env_extra: dict[str, str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` in a subprocess, as a user would type it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_extra}
+    return subprocess.run(
+        [sys.executable, str(REPO_DIR / "run.py"), *args],
+        cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=timeout, **kw,
+    )

@@ -1,0 +1,121 @@
+"""run.py as users type it: a multirun sweep, one-line config errors, SIGKILL/SIGTERM + resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from conftest import run_cli
+from cifarzoo.paths import REPO_DIR
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "CIFARZOO_OUTPUTS": str(tmp_path / "outputs")}
+
+
+def test_acceptance_sweep_leaves_four_finished_runs(env, tmp_path):
+    args = ["-m", "model=resnet_preact", "model.depth=20", "optim.lr=0.1,0.2", "seed=1,2", "data=fake",
+            "train.epochs=2", "data.train_size=512", "data.test_size=256", "train.device=cpu"]
+    result = run_cli(args, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    assert len(runs) == 4
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {(r.data.params["optim.lr"], r.data.params["seed"]) for r in runs} == {
+        ("0.1", "1"), ("0.1", "2"), ("0.2", "1"), ("0.2", "2")}
+    sweeps = {r.data.tags["sweep"] for r in runs}
+    assert len(sweeps) == 1 and sweeps.pop().startswith(str(tmp_path / "outputs" / "multirun"))
+    assert len({r.data.tags["config_hash"] for r in runs}) == 2  # seeds share a configuration
+    for r in runs:
+        assert r.data.params["model"] == "resnet_preact" and r.data.params["model.depth"] == "20"
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "test_error")] == [1, 2]
+        assert Path(r.data.tags["output_dir"], "checkpoint.pt").exists()
+
+
+def test_bad_config_fails_with_one_line_before_training(env):
+    result = run_cli(["data=fake", "data.train_size=256", "data.test_size=64", "model.depth=21"], env, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1] == "cifarzoo: error: model.depth: ResNet-preact with basic blocks needs depth = 6n+2, n >= 1 (got 21)"
+    assert "Traceback" not in result.stderr
+    assert "epoch 1/" not in result.stdout + result.stderr
+
+
+def test_missing_dataset_files_fail_with_one_line(env, tmp_path):
+    result = run_cli(["data=cifar10", f"data.root={tmp_path / 'nothing'}"], env, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("cifarzoo: error: data.root: no CIFAR-10 files")
+
+
+# -- interruption and resume -----------------------------------------------------------------
+
+RESUME_ARGS = ["data=fake", "data.train_size=2048", "data.test_size=256", "model.depth=8",
+               "train.batch_size=64", "train.epochs=3", "train.device=cpu", "seed=5"]
+
+
+def final_metrics(env: dict[str, str], run_dir: Path) -> tuple[str, dict[str, list[tuple[int, float]]]]:
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("default")
+    run = client.search_runs([exp.experiment_id], filter_string=f"tags.output_dir = '{run_dir}'")[0]
+    keys = ("train_loss", "train_error", "test_loss", "test_error", "lr")
+    history = {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)] for k in keys}
+    return run.info.status, history
+
+
+def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO_DIR / "run.py"), *args], cwd=REPO_DIR,
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"run ended before {path.name} appeared: {proc.stderr.read()[-2000:]}"
+        assert time.time() < deadline
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[dict[str, str], dict]:
+    tmp = tmp_path_factory.mktemp("straight")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "CIFARZOO_OUTPUTS": str(tmp / "outputs")}
+    result = run_cli([*RESUME_ARGS, f"hydra.run.dir={tmp / 'run'}"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    status, history = final_metrics(env, tmp / "run")
+    assert status == "FINISHED"
+    return history
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_interrupted_run_resumes_to_identical_metrics(uninterrupted, env, tmp_path, sig):
+    run_dir = tmp_path / "run"
+    args = [*RESUME_ARGS, f"hydra.run.dir={run_dir}"]
+    proc = start(args, env)
+    wait_for(run_dir / "checkpoint.pt", proc)  # written after epoch 1
+    if sig == signal.SIGTERM:
+        time.sleep(0.5)  # land inside epoch 2: the handler writes a mid-epoch checkpoint
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=120)
+    if sig == signal.SIGKILL:
+        assert rc == -signal.SIGKILL
+    else:
+        assert rc == 128 + signal.SIGTERM, proc.stderr.read()[-2000:]
+        assert final_metrics(env, run_dir)[0] == "KILLED"
+
+    result = run_cli(args, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from" in result.stdout
+    status, history = final_metrics(env, run_dir)
+    assert status == "FINISHED"
+    assert history == uninterrupted  # same values, each epoch logged exactly once

@@ -1,0 +1,61 @@
+"""Bad input fails before training with one line naming the key and the rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cifarzoo.errors import ConfigError
+from cifarzoo.task import train
+from cifarzoo.tracking import sqlite_path
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.depth=21", "model.depth: ResNet-preact with basic blocks needs depth = 6n+2, n >= 1 (got 21)"),
+        ("model.depth=29", "model.depth: ResNet-preact with basic blocks needs depth = 6n+2"),
+        ("model.block=bottleneck model.depth=32", "model.depth: ResNet-preact with bottleneck blocks needs depth = 9n+2"),
+        ("model.block=wide", "model.block: must be basic or bottleneck (got 'wide')"),
+        ("optim.lr=0", "optim.lr: must be > 0 (got 0)"),
+        ("optim.lr=-0.1", "optim.lr: must be > 0"),
+        ("train.epochs=0", "train.epochs: must be a positive int (got 0)"),
+        ("train.batch_size=-1", "train.batch_size: must be a positive int"),
+        ("train.batch_size=300", "train.batch_size: must be at most the training-set size 256 (got 300)"),
+        ("train.eval_every=0", "train.eval_every: must be a positive int"),
+        ("train.device=tpu", "train.device: must be auto, cpu or cuda"),
+        ("data.train_size=0", "data.train_size: must be null or a positive int"),
+        ("data.train_size=true", "data.train_size: must be null or a positive int"),
+        ("data.test_size=999999", "data.test_size: must be at most the split's size 2000"),
+        ("sched=multistep sched.milestones=[150,100]", "sched.milestones: must be increasing positive epochs"),
+    ],
+)
+def test_bad_values_raise_one_line_config_error(make_run, tracking_uri, override, message):
+    cfg, ctx = make_run(*override.split())
+    with pytest.raises(ConfigError) as info:
+        train(cfg, ctx)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+    assert not sqlite_path(tracking_uri).exists()  # failed before any MLflow run was opened
+    assert not (ctx.output_dir / "checkpoint.pt").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda(make_run):
+    cfg, ctx = make_run("train.device=cuda")
+    with pytest.raises(ConfigError, match=r"^train.device: asks for CUDA but no CUDA device is visible"):
+        train(cfg, ctx)
+
+
+def test_missing_dataset_files_with_download_off(make_run, tmp_path):
+    cfg, ctx = make_run("data=cifar10", f"data.root={tmp_path / 'empty'}", "~data.train_size", "~data.test_size")
+    with pytest.raises(ConfigError, match=r"^data.root: no CIFAR-10 files found there"):
+        train(cfg, ctx)
+
+
+def test_resuming_into_a_dir_of_another_configuration_is_refused(make_run):
+    cfg, ctx = make_run("model.depth=8", "train.epochs=1")
+    train(cfg, ctx)
+    cfg, ctx = make_run("model.depth=8", "train.epochs=1", "optim.lr=0.3")
+    with pytest.raises(ConfigError, match=r"^hydra.run.dir: holds a checkpoint of a different configuration"):
+        train(cfg, ctx)

@@ -1,0 +1,155 @@
+"""In-process runs through the task, as run.py calls it: results, MLflow record, failures, resume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cifarzoo.loop import Trainer
+from cifarzoo.task import train
+
+EXPECTED_METRICS = {"train_loss", "train_error", "test_loss", "test_error", "lr", "epoch_time_s", "images_per_s"}
+
+
+def only_run(client, experiment="test"):
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_run_records_params_metrics_tags_and_config(make_run, client):
+    cfg, ctx = make_run("optim.lr=0.05", "seed=3", "model.depth=8")
+    error = train(cfg, ctx)
+    run = only_run(client)
+    assert run.info.status == "FINISHED"
+    p = run.data.params
+    assert p["model.depth"] == "8" and p["optim.lr"] == "0.05" and p["seed"] == "3"
+    assert p["train.batch_size"] == "64" and p["model.preact_stage"] == "[true, true, true]"
+    assert {p[g] for g in ("model", "aug", "optim", "sched", "data", "precision")} == {
+        "resnet_preact", "standard", "sgd", "cosine", "fake", "fp32"}
+    assert int(p["model.num_params"]) > 10_000
+    assert not any(k.endswith("_target_") for k in p)
+    for key in EXPECTED_METRICS:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert steps == [1, 2], key
+    assert client.get_metric_history(run.info.run_id, "test_error")[-1].value == pytest.approx(error)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_time_s")] == [2]
+    tags = run.data.tags
+    assert "optim.lr=0.05" in tags["overrides"] and "seed=3" in tags["overrides"]
+    assert len(tags["config_hash"]) == 16 and tags["output_dir"] == str(ctx.output_dir)
+    assert "sweep" in tags and len(tags.get("git_commit", "x" * 40)) == 40
+    artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert "config.yaml" in artifacts
+    assert (ctx.output_dir / "checkpoint.pt").exists()
+
+
+def test_lr_logged_is_last_step_of_epoch(make_run, client):
+    cfg, ctx = make_run("model.depth=8", "sched=multistep", "sched.milestones=[1]", "sched.gamma=0.5",
+                        "optim.lr=0.1")
+    train(cfg, ctx)
+    run = only_run(client)
+    lrs = [m.value for m in client.get_metric_history(run.info.run_id, "lr")]
+    assert lrs == pytest.approx([0.1, 0.05])
+
+
+def test_config_hash_ignores_seed_and_locations_but_not_hyperparameters(make_run, client):
+    hashes = {}
+    for name, extra in {"a": ["seed=1"], "b": ["seed=2", "data.root=/elsewhere"], "c": ["seed=1", "optim.lr=0.3"]}.items():
+        cfg, ctx = make_run("model.depth=8", "train.epochs=1", *extra, out=name)
+        train(cfg, ctx)
+        run = client.search_runs([client.get_experiment_by_name("test").experiment_id],
+                                 filter_string=f"tags.output_dir = '{ctx.output_dir}'")[0]
+        hashes[name] = run.data.tags["config_hash"]
+    assert hashes["a"] == hashes["b"] != hashes["c"]
+
+
+def test_fake_data_is_learned(make_run):
+    cfg, ctx = make_run("model.depth=8", "data.train_size=1024", "data.test_size=512", "train.epochs=4",
+                        "optim.lr=0.05")
+    assert train(cfg, ctx) < 40.0  # chance is 90 %
+
+
+def test_eval_every_skips_test_metrics_but_always_evaluates_last_epoch(make_run, client):
+    cfg, ctx = make_run("model.depth=8", "train.epochs=3", "train.eval_every=2")
+    train(cfg, ctx)
+    run = only_run(client)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test_error")] == [2, 3]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_error")] == [1, 2, 3]
+
+
+def test_divergence_marks_run_failed_and_returns_nan(make_run, client):
+    cfg, ctx = make_run("model.depth=8", "optim.lr=1e30", "train.epochs=3")
+    assert math.isnan(train(cfg, ctx))
+    run = only_run(client)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"] == "diverged"
+    assert run.data.tags["diverged_epoch"] == "1"
+
+
+def test_other_exceptions_mark_run_failed_with_the_error_and_propagate(make_run, client, monkeypatch):
+    def broken_evaluate(self):
+        raise RuntimeError("evaluation exploded")
+
+    monkeypatch.setattr(Trainer, "evaluate", broken_evaluate)
+    cfg, ctx = make_run("model.depth=8", "train.epochs=1")
+    with pytest.raises(RuntimeError, match="evaluation exploded"):
+        train(cfg, ctx)
+    run = only_run(client)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"] == "RuntimeError: evaluation exploded"
+
+
+def test_rerun_of_finished_run_reuses_it_without_logging_twice(make_run, client):
+    cfg, ctx = make_run("model.depth=8")
+    first = train(cfg, ctx)
+    second = train(cfg, ctx)
+    assert second == first
+    run = only_run(client)
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test_error")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_time_s")] == [2]
+
+
+def test_resume_from_mid_run_checkpoint_gives_identical_results(make_run, client, tmp_path):
+    """Run 3 epochs straight; separately run 3 epochs but stop after epoch 1 by raising
+    from the epoch callback (the process 'dies'), then rerun in the same dir."""
+    cfg, ctx = make_run("model.depth=8", "train.epochs=3", out="straight")
+    straight = train(cfg, ctx)
+
+    cfg, ctx = make_run("model.depth=8", "train.epochs=3", out="resumed")
+    original_save = Trainer.save
+
+    def save_then_die(self):
+        original_save(self)
+        if self.epoch == 1:
+            raise SystemExit("killed after the epoch-1 checkpoint")
+
+    Trainer.save = save_then_die
+    try:
+        with pytest.raises(SystemExit):
+            train(cfg, ctx)
+    finally:
+        Trainer.save = original_save
+    resumed = train(cfg, ctx)
+    assert resumed == straight
+    runs = {r.data.tags["output_dir"]: r for r in client.search_runs(
+        [client.get_experiment_by_name("test").experiment_id])}
+    assert len(runs) == 2
+    for key in EXPECTED_METRICS - {"epoch_time_s", "images_per_s"}:
+        a = client.get_metric_history(runs[str(tmp_path / "straight")].info.run_id, key)
+        b = client.get_metric_history(runs[str(tmp_path / "resumed")].info.run_id, key)
+        assert [(m.step, m.value) for m in a] == [(m.step, m.value) for m in b], key
+
+
+@pytest.mark.parametrize("precision", ["amp_bf16", "amp_fp16"])
+def test_mixed_precision_modes_train_on_cpu(make_run, client, precision):
+    cfg, ctx = make_run("model.depth=8", f"precision={precision}", "train.epochs=1")
+    error = train(cfg, ctx)
+    assert 0.0 <= error <= 100.0
+    state = torch.load(ctx.output_dir / "checkpoint.pt", weights_only=False)
+    if precision == "amp_fp16":
+        assert state["precision"]["scale"] > 0  # the GradScaler's state is checkpointed
+    assert only_run(client).data.params["precision"] == precision
