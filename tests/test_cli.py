@@ -60,7 +60,7 @@ def test_missing_dataset_files_fail_with_one_line(env, tmp_path):
 
 # -- interruption and resume -----------------------------------------------------------------
 
-RESUME_ARGS = ["data=fake", "data.train_size=2048", "data.test_size=256", "model.depth=8",
+RESUME_ARGS = ["data=fake", "data.train_size=1024", "data.test_size=256", "model.depth=8",
                "train.batch_size=64", "train.epochs=3", "train.device=cpu", "seed=5"]
 
 
@@ -104,7 +104,7 @@ def test_interrupted_run_resumes_to_identical_metrics(uninterrupted, env, tmp_pa
     proc = start(args, env)
     wait_for(run_dir / "checkpoint.pt", proc)  # written after epoch 1
     if sig == signal.SIGTERM:
-        time.sleep(0.5)  # land inside epoch 2: the handler writes a mid-epoch checkpoint
+        time.sleep(0.3)  # land inside epoch 2: the handler writes a mid-epoch checkpoint
     proc.send_signal(sig)
     rc = proc.wait(timeout=120)
     if sig == signal.SIGKILL:

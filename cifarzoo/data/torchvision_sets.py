@@ -6,16 +6,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 
 from cifarzoo.data.base import ImageDataset
 from cifarzoo.errors import ConfigError
 
 
 class TorchvisionDataset(ImageDataset):
-    """Loads a split with `torchvision.datasets.<tv_class>` and keeps only its arrays."""
+    """Loads a split with `torchvision.datasets.<tv_name>` and keeps only its arrays."""
 
-    tv_class: Any = None
+    tv_name = ""
+
+    @property
+    def tv_class(self) -> Any:
+        import torchvision.datasets  # imported here: torchvision takes seconds to import
+
+        return getattr(torchvision.datasets, self.tv_name)
 
     def _open(self, train: bool) -> Any:
         return self.tv_class(self.root, train=train, download=self.download)
@@ -23,6 +28,12 @@ class TorchvisionDataset(ImageDataset):
     def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         try:
             dataset = self._open(train)
+        except OSError as error:  # urllib's URLError included: no network, server gone
+            raise ConfigError(
+                "data.download",
+                f"could not download {self.name} ({error}); check the network or point data.root at a copy",
+                self.download,
+            ) from None
         except RuntimeError as error:
             if "download=True" not in str(error):
                 raise
@@ -51,35 +62,35 @@ class CIFAR10(TorchvisionDataset):
     name, num_classes, channels, image_size = "CIFAR-10", 10, 3, 32
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
-    tv_class = torchvision.datasets.CIFAR10
+    tv_name = "CIFAR10"
 
 
 class CIFAR100(TorchvisionDataset):
     name, num_classes, channels, image_size = "CIFAR-100", 100, 3, 32
     mean = (0.5071, 0.4865, 0.4409)
     std = (0.2673, 0.2564, 0.2762)
-    tv_class = torchvision.datasets.CIFAR100
+    tv_name = "CIFAR100"
 
 
 class MNIST(TorchvisionDataset):
     name, num_classes, channels, image_size = "MNIST", 10, 1, 28
     mean = (0.1307,)
     std = (0.3081,)
-    tv_class = torchvision.datasets.MNIST
+    tv_name = "MNIST"
 
 
 class FashionMNIST(TorchvisionDataset):
     name, num_classes, channels, image_size = "Fashion-MNIST", 10, 1, 28
     mean = (0.2860,)
     std = (0.3530,)
-    tv_class = torchvision.datasets.FashionMNIST
+    tv_name = "FashionMNIST"
 
 
 class KMNIST(TorchvisionDataset):
     name, num_classes, channels, image_size = "KMNIST", 10, 1, 28
     mean = (0.1918,)
     std = (0.3483,)
-    tv_class = torchvision.datasets.KMNIST
+    tv_name = "KMNIST"
 
 
 class SVHN(TorchvisionDataset):
@@ -88,7 +99,7 @@ class SVHN(TorchvisionDataset):
     name, num_classes, channels, image_size = "SVHN", 10, 3, 32
     mean = (0.4377, 0.4438, 0.4728)
     std = (0.1980, 0.2010, 0.1970)
-    tv_class = torchvision.datasets.SVHN
+    tv_name = "SVHN"
 
     def _open(self, train: bool) -> Any:
         return self.tv_class(self.root, split="train" if train else "test", download=self.download)

@@ -1,0 +1,1 @@
+"""Tables and plots from MLflow runs (see the open analysis issue)."""
