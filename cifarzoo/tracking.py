@@ -48,22 +48,28 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def get_or_create_experiment(client: MlflowClient, uri: str, name: str) -> str:
-    """The experiment's id, creating it (once, whatever the concurrency) if needed."""
+def connect(uri: str, experiment: str) -> tuple[MlflowClient, str]:
+    """A client and the experiment's id, creating the store's schema and the experiment once,
+    whatever the concurrency (the client builds a fresh sqlite schema when constructed)."""
     db = sqlite_path(uri)
-    artifacts = None if db is None else str(db.parent / "mlartifacts" / re.sub(r"[^\w.-]", "_", name))
+    artifacts = None if db is None else str(db.parent / "mlartifacts" / re.sub(r"[^\w.-]", "_", experiment))
     with _store_lock(uri):
-        for attempt in range(5):
-            experiment = client.get_experiment_by_name(name)
-            if experiment is not None:
-                if experiment.lifecycle_stage == "deleted":
-                    raise ConfigError("tracking.experiment", "is deleted in the tracking store; restore it or pick another name", name)
-                return experiment.experiment_id
-            try:
-                return client.create_experiment(name, artifact_location=artifacts)
-            except MlflowException:  # created meanwhile by a process not holding our lock
-                time.sleep(0.2 * (attempt + 1))
-    raise RuntimeError(f"could not get or create MLflow experiment {name!r} at {uri}")
+        client = MlflowClient(tracking_uri=uri)
+        return client, _get_or_create_experiment(client, experiment, artifacts)
+
+
+def _get_or_create_experiment(client: MlflowClient, name: str, artifacts: str | None) -> str:
+    for attempt in range(5):
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                raise ConfigError("tracking.experiment", "is deleted in the tracking store; restore it or pick another name", name)
+            return experiment.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=artifacts)
+        except MlflowException:  # created meanwhile by a process that does not share our lock
+            time.sleep(0.2 * (attempt + 1))
+    raise RuntimeError(f"could not get or create MLflow experiment {name!r} at {client.tracking_uri}")
 
 
 class Tracker:
@@ -85,8 +91,7 @@ class Tracker:
         tags: dict[str, str],
         config_yaml: str,
     ) -> Tracker:
-        client = MlflowClient(tracking_uri=uri)
-        experiment_id = get_or_create_experiment(client, uri, experiment)
+        client, experiment_id = connect(uri, experiment)
         run_file = output_dir / RUN_FILE
         run = _previous_run(client, run_file, uri, experiment_id)
         if run is None:
