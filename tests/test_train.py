@@ -165,3 +165,18 @@ def test_runs_listing_shows_status_error_and_ui_command(make_run, tracking_uri):
     assert f"FINISHED  {error:>12.2f}" in text and "seed=7" in text
     assert text.endswith(f"mlflow ui --backend-store-uri {tracking_uri}")
     assert format_runs(tracking_uri, "nope") == f"no experiment 'nope' in {tracking_uri}"
+
+
+def test_real_fashion_mnist_is_learned_on_cpu(make_run, tmp_path):
+    from conftest import SHARED_DATA
+
+    raw = SHARED_DATA / "FashionMNIST" / "raw"
+    if not raw.is_dir():
+        pytest.skip(f"no Fashion-MNIST files under {SHARED_DATA}")
+    root = tmp_path / "datasets"
+    (root / "FashionMNIST" / "raw").mkdir(parents=True)
+    for f in raw.glob("*.gz"):  # the shared folder is read-only: unpack beside links
+        (root / "FashionMNIST" / "raw" / f.name).symlink_to(f)
+    cfg, ctx = make_run("data=fashion_mnist", f"data.root={root}", "data.download=true", "data.train_size=2000",
+                        "data.test_size=1000", "model.depth=8", "train.epochs=2", "optim.lr=0.05")
+    assert train(cfg, ctx) < 35.0  # chance is 90 %
