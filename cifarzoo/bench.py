@@ -12,7 +12,10 @@ on the same uint8 images, in this process, one after the other:
 - classic: the seeds' pipeline (hysts' pytorch_image_classification): a Dataset returning PIL
   images, torchvision transforms per image (RandomCrop(size, padding=4), RandomHorizontalFlip,
   ToTensor, Normalize), a DataLoader (shuffle, drop_last, `--workers`, pinned memory on
-  CUDA), fp32, a freshly built model of the same architecture, and the same SGD step.
+  CUDA), fp32, a freshly built model of the same architecture, and the same SGD step and
+  schedule. Its transforms and precision are fixed: the `aug` and `precision` overrides
+  apply to the cifarzoo pipeline only. It gets every benefit: no per-step host sync (the
+  seeds read `loss.item()` every step) and non-blocking copies from pinned memory.
 
 Each pipeline runs `--warmup` steps, then `--steps` timed steps (the device synchronised
 before each clock reading); images/s = steps * batch size / seconds. Progress goes to stderr,
@@ -25,10 +28,9 @@ import argparse
 import json
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +45,13 @@ from PIL import Image
 from torchvision import transforms
 
 import cifarzoo  # noqa: F401  (registers the config resolvers)
+from cifarzoo.build import BuiltRun, build_run
 from cifarzoo.config import build, choice_name
-from cifarzoo.data import DeviceData, ImageDataset, Splits
-from cifarzoo.errors import ConfigError, require
-from cifarzoo.loop import LoopSettings, StopSignals, Trainer
+from cifarzoo.data import ImageDataset
+from cifarzoo.errors import ConfigError
+from cifarzoo.loop import Trainer
 from cifarzoo.models import count_parameters
 from cifarzoo.paths import REPO_DIR
-from cifarzoo.task import loop_settings, resolve_device
 
 CONF_DIR = REPO_DIR / "conf"
 DEFAULT_DATA = "data=fake"
@@ -105,27 +107,21 @@ class Options:
 
 @dataclass
 class Setup:
-    """The run's pieces, built from the config before anything is timed."""
+    """The run's parts, built from the config as a run builds them, before anything is timed."""
 
     cfg: DictConfig
     choices: dict[str, str]
     options: Options
-    settings: LoopSettings
-    device: torch.device
-    dataset: ImageDataset
-    model: torch.nn.Module
-    aug: Any
-    optimizer_factory: Any
-    schedule: Any
-    precision: Any
-    train_size: int  # images in the configured training split (sets the schedule's length)
-    images: torch.Tensor  # uint8 (N, C, H, W): exactly (warmup + steps) batches, CPU
-    labels: torch.Tensor
+    run: BuiltRun
+
+    @property
+    def batch_size(self) -> int:
+        return self.run.parts.settings.batch_size
 
     @property
     def model_name(self) -> str:
         m = self.cfg.model
-        name = self.choices.get("model", type(self.model).__name__)
+        name = self.choices.get("model", type(self.run.parts.model).__name__)
         if "depth" in m:
             name += f"-{m.depth}"
         if m.get("widen", 1) != 1:
@@ -137,27 +133,8 @@ class Setup:
     def fresh_model(self) -> torch.nn.Module:
         """The same architecture, initialised as a run initialises it (same seed)."""
         torch.manual_seed(self.cfg.seed)
-        return build(self.cfg.model, in_channels=self.dataset.channels, num_classes=self.dataset.num_classes)
-
-
-def build_setup(cfg: DictConfig, choices: dict[str, str], options: Options) -> Setup:
-    """Build everything as `cifarzoo.task.train` does, so a bad config fails here, untimed."""
-    settings = loop_settings(cfg)
-    device = resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.seed)
-    dataset = build(cfg.data)
-    model = build(cfg.model, in_channels=dataset.channels, num_classes=dataset.num_classes)
-    aug, optimizer_factory, schedule = build(cfg.aug), build(cfg.optim), build(cfg.sched)
-    precision = build(cfg.precision)
-    splits = dataset.load()
-    n = len(splits.train_x)
-    require(settings.batch_size <= n, "train.batch_size", f"must be at most the training-set size {n}", settings.batch_size)
-    # Exactly the batches the bench needs; a small training split is cycled through.
-    index = torch.arange((options.warmup + options.steps) * settings.batch_size) % n
-    return Setup(
-        cfg, choices, options, settings, device, dataset, model, aug, optimizer_factory, schedule, precision,
-        n, splits.train_x[index], splits.train_y[index],
-    )
+        dataset = self.run.dataset
+        return build(self.cfg.model, in_channels=dataset.channels, num_classes=dataset.num_classes)
 
 
 @dataclass
@@ -187,36 +164,21 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
 
 # -- cifarzoo's pipeline ---------------------------------------------------------------------
 def bench_cifarzoo(s: Setup) -> Measurement:
-    """The run's Trainer, one epoch over the warm-up batches, then one over the timed ones."""
-    settings = replace(s.settings, epochs=1)
-    bs, warmup_images = settings.batch_size, s.options.warmup * settings.batch_size
-    model = s.model
-    if s.device.type == "cuda":
-        model = model.to(s.device, memory_format=torch.channels_last)
-    model = model.to(s.device)
-    s.precision.setup(s.device)
-    optimizer = s.optimizer_factory.build(model.parameters())
-    scheduler = s.schedule.build(optimizer, s.train_size // bs, s.settings.epochs)
-    generator = torch.Generator(device=s.device).manual_seed(s.cfg.seed)
-    unused_checkpoint = Path(tempfile.gettempdir()) / "cifarzoo-bench-unused.pt"  # only written on a stop signal
-    no_stop = StopSignals()  # not entered: no handler installed, never set
+    """The run's own training step (`Trainer.train_step`) over batches of one permutation."""
+    trainer = Trainer(s.run.parts, checkpoint_path=Path("unused"), checkpoint_extra={}, on_epoch=lambda e, m: None)
+    bs, steps_per_epoch = s.batch_size, trainer.steps_per_epoch
 
-    def trainer(images: torch.Tensor, labels: torch.Tensor) -> Trainer:
-        empty = images[:0]
-        data = DeviceData(Splits(images, labels, empty, labels[:0]), s.dataset.mean, s.dataset.std, s.device)
-        return Trainer(
-            model, data, s.aug, optimizer, scheduler, s.precision, settings, generator,
-            checkpoint_path=unused_checkpoint, checkpoint_extra={}, on_epoch=lambda epoch, metrics: None,
-        )
+    def steps(start: int, n: int) -> None:
+        perm = s.run.parts.data.permutation(trainer.generator)
+        for step in range(start, start + n):
+            i = step % steps_per_epoch
+            trainer.train_step(perm[i * bs : (i + 1) * bs])
 
-    warm = trainer(s.images[:warmup_images], s.labels[:warmup_images])
-    timed = trainer(s.images[warmup_images:], s.labels[warmup_images:])
-    name = s.choices.get("precision", type(s.precision).__name__)
-    if s.options.warmup:
-        progress(f"cifarzoo: warm-up, {s.options.warmup} steps")
-        _timed(lambda: warm._train(no_stop), s.device)
+    name = s.choices.get("precision", type(s.run.parts.precision).__name__)
+    progress(f"cifarzoo: warm-up, {s.options.warmup} steps")
+    _timed(lambda: steps(0, s.options.warmup), s.run.device)
     progress(f"cifarzoo: measuring {s.options.steps} steps")
-    seconds = _timed(lambda: timed._train(no_stop), s.device)
+    seconds = _timed(lambda: steps(s.options.warmup, s.options.steps), s.run.device)
     return Measurement("cifarzoo", name, seconds, s.options.steps * bs)
 
 
@@ -246,19 +208,24 @@ def classic_transform(dataset: ImageDataset) -> transforms.Compose:
     ])
 
 
+def _endless(loader: torch.utils.data.DataLoader) -> Any:
+    while True:  # a small training split is gone through again
+        yield from loader
+
+
 def bench_classic(s: Setup) -> Measurement:
-    bs, device = s.settings.batch_size, s.device
+    bs, device, data = s.batch_size, s.run.device, s.run.parts.data
     pin = device.type == "cuda"
     loader = torch.utils.data.DataLoader(
-        PILImages(s.images, s.labels, classic_transform(s.dataset)),
+        PILImages(data.train_x.cpu(), data.train_y.cpu(), classic_transform(s.run.dataset)),
         batch_size=bs, shuffle=True, drop_last=True, num_workers=s.options.workers, pin_memory=pin,
         generator=torch.Generator().manual_seed(s.cfg.seed),
     )
     model = s.fresh_model().to(device)
-    optimizer = s.optimizer_factory.build(model.parameters())
-    scheduler = s.schedule.build(optimizer, s.train_size // bs, s.settings.epochs)
+    optimizer = build(s.cfg.optim).build(model.parameters())
+    scheduler = build(s.cfg.sched).build(optimizer, data.num_train // bs, s.run.parts.settings.epochs)
     model.train()
-    batches = iter(loader)  # starts the workers: part of the warm-up, not timed
+    batches = _endless(loader)
 
     def steps(n: int) -> None:
         for _ in range(n):
@@ -298,9 +265,9 @@ def report(s: Setup, results: list[Measurement]) -> dict[str, Any]:
     rows = [
         {
             "pipeline": r.pipeline,
-            "device": str(s.device),
+            "device": str(s.run.device),
             "model": s.model_name,
-            "batch_size": s.settings.batch_size,
+            "batch_size": s.batch_size,
             "precision": r.precision,
             "images_per_s": r.images_per_s,
             "seconds": r.seconds,
@@ -310,12 +277,12 @@ def report(s: Setup, results: list[Measurement]) -> dict[str, Any]:
     return {
         "pipelines": rows,
         "ratio": by_name["cifarzoo"].images_per_s / by_name["classic"].images_per_s,
-        "device": str(s.device),
-        "device_name": device_name(s.device),
+        "device": str(s.run.device),
+        "device_name": device_name(s.run.device),
         "cpu_threads": torch.get_num_threads(),
         "model": s.model_name,
-        "num_params": count_parameters(s.model),
-        "batch_size": s.settings.batch_size,
+        "num_params": count_parameters(s.run.parts.model),
+        "batch_size": s.batch_size,
         "data": s.choices.get("data", ""),
         "steps": s.options.steps,
         "warmup": s.options.warmup,
@@ -381,13 +348,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             cfg, choices = compose_config(args.overrides)
-            setup = build_setup(cfg, choices, options)
+            setup = Setup(cfg, choices, options, build_run(cfg))
         except (HydraException, OmegaConfBaseException) as error:
             raise ConfigError("overrides", one_line(str(error))) from None
         progress(
-            f"built {setup.model_name} ({count_parameters(setup.model) / 1e6:.2f}M params), "
-            f"data {choices.get('data', '')} ({len(setup.images)} images used), batch {setup.settings.batch_size}, "
-            f"{choices.get('precision', '')}, on {setup.device}"
+            f"built {setup.model_name} ({count_parameters(setup.run.parts.model) / 1e6:.2f}M params), "
+            f"data {choices.get('data', '')} ({setup.run.parts.data.num_train} images), batch {setup.batch_size}, "
+            f"{choices.get('precision', '')}, on {setup.run.device}"
         )
         results = [bench_cifarzoo(setup)]
         progress(f"cifarzoo: {results[0].images_per_s:.0f} images/s ({results[0].seconds:.2f} s)")

@@ -72,25 +72,28 @@ class LoopSettings:
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
+@dataclass
+class Parts:
+    """Everything a run trains with, built from its config (`cifarzoo.build.build_run`)."""
+
+    settings: LoopSettings
+    model: torch.nn.Module
+    data: DeviceData
+    aug: Recipe
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    precision: Precision
+    generator: torch.Generator
+
+
 class Trainer:
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        data: DeviceData,
-        aug: Recipe,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        precision: Precision,
-        settings: LoopSettings,
-        generator: torch.Generator,
-        checkpoint_path: Path,
-        checkpoint_extra: dict[str, Any],
-        on_epoch: EpochCallback,
-    ) -> None:
-        self.model, self.data, self.aug = model, data, aug
-        self.optimizer, self.scheduler, self.precision = optimizer, scheduler, precision
-        self.settings, self.generator = settings, generator
+    def __init__(self, parts: Parts, checkpoint_path: Path, checkpoint_extra: dict[str, Any],
+                 on_epoch: EpochCallback) -> None:
+        self.model, self.data, self.aug = parts.model, parts.data, parts.aug
+        self.optimizer, self.scheduler, self.precision = parts.optimizer, parts.scheduler, parts.precision
+        self.settings, self.generator = parts.settings, parts.generator
         self.checkpoint_path, self.checkpoint_extra, self.on_epoch = checkpoint_path, checkpoint_extra, on_epoch
+        data, optimizer, settings = parts.data, parts.optimizer, parts.settings
         self.steps_per_epoch = data.num_train // settings.batch_size
         # Progress: completed epochs, and the position inside the current one.
         self.epoch, self.step = 0, 0
@@ -180,18 +183,7 @@ class Trainer:
         self.model.train()
         start = time.perf_counter()
         for step in range(self.step, self.steps_per_epoch):
-            index = self.perm[step * s.batch_size : (step + 1) * s.batch_size]
-            images = data.normalize(self.aug(data.train_x[index], self.generator))
-            labels = data.train_y[index]
-            self.optimizer.zero_grad(set_to_none=True)
-            with self.precision.autocast():
-                logits = self.model(images)
-                loss = F.cross_entropy(logits, labels)
-            self.precision.backward_step(loss, self.optimizer)
-            self.lr = self.optimizer.param_groups[0]["lr"]
-            self.scheduler.step()
-            self.sums[0] += loss.detach() * len(labels)
-            self.sums[1] += (logits.argmax(1) == labels).sum()
+            self.train_step(self.perm[step * s.batch_size : (step + 1) * s.batch_size])
             self.step = step + 1
             if stop.received is not None:
                 self.epoch_train_s += time.perf_counter() - start
@@ -201,6 +193,21 @@ class Trainer:
         if data.device.type == "cuda":
             torch.cuda.synchronize(data.device)
         self.epoch_train_s += time.perf_counter() - start
+
+    def train_step(self, index: torch.Tensor) -> None:
+        """One optimizer step on the training images at `index`, augmented on the device."""
+        data = self.data
+        images = data.normalize(self.aug(data.train_x[index], self.generator))
+        labels = data.train_y[index]
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.precision.autocast():
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels)
+        self.precision.backward_step(loss, self.optimizer)
+        self.lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.sums[0] += loss.detach() * len(labels)
+        self.sums[1] += (logits.argmax(1) == labels).sum()
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:

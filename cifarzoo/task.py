@@ -9,14 +9,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cifarzoo import checkpoint
-from cifarzoo.config import GROUPS, build, choice_name, config_hash, flatten
-from cifarzoo.data import DeviceData
-from cifarzoo.errors import ConfigError, require
-from cifarzoo.loop import Diverged, Interrupted, LoopSettings, Trainer
+from cifarzoo.build import build_run
+from cifarzoo.config import GROUPS, choice_name, config_hash, flatten
+from cifarzoo.errors import ConfigError
+from cifarzoo.loop import Diverged, Interrupted, Trainer
 from cifarzoo.models import count_parameters
 from cifarzoo.paths import REPO_DIR, default_tracking_uri
 from cifarzoo.tracking import Tracker
@@ -61,53 +60,16 @@ def main(cfg: DictConfig) -> float:
         raise SystemExit(2) from None
 
 
-def loop_settings(cfg: DictConfig) -> LoopSettings:
-    t = cfg.train
-    for key in ("epochs", "batch_size", "eval_every", "eval_batch_size", "checkpoint_every"):
-        value = t[key]
-        require(isinstance(value, int) and not isinstance(value, bool) and value > 0, f"train.{key}", "must be a positive int", value)
-    require(isinstance(cfg.seed, int), "seed", "must be an int", cfg.seed)
-    return LoopSettings(t.epochs, t.batch_size, t.eval_every, t.eval_batch_size, t.checkpoint_every)
-
-
-def resolve_device(name: str) -> torch.device:
-    require(name in ("auto", "cpu", "cuda") or str(name).startswith("cuda:"), "train.device", "must be auto, cpu or cuda", name)
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    require(name == "cpu" or torch.cuda.is_available(), "train.device", "asks for CUDA but no CUDA device is visible", name)
-    return torch.device(name)
-
-
 def train(cfg: DictConfig, ctx: RunContext) -> float:
     """Train one configuration; return the test error (%) at the last epoch (NaN if diverged)."""
-    settings = loop_settings(cfg)
-    device = resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.seed)
-    dataset = build(cfg.data)
-    model = build(cfg.model, in_channels=dataset.channels, num_classes=dataset.num_classes)
-    aug, optimizer_factory, schedule = build(cfg.aug), build(cfg.optim), build(cfg.sched)
-    precision = build(cfg.precision)
-    splits = dataset.load()
-    require(
-        settings.batch_size <= len(splits.train_x),
-        "train.batch_size", f"must be at most the training-set size {len(splits.train_x)}", settings.batch_size,
-    )
+    run = build_run(cfg)
+    parts, model = run.parts, run.parts.model
     resolved = OmegaConf.to_container(cfg, resolve=True)
     chash = config_hash(resolved)
     ckpt_path = ctx.output_dir / CHECKPOINT_FILE
     state = checkpoint.load(ckpt_path)
     if state is not None and state.get("config_hash") != chash:
         raise ConfigError("hydra.run.dir", "holds a checkpoint of a different configuration; use a fresh output dir", str(ctx.output_dir))
-
-    data = DeviceData(splits, dataset.mean, dataset.std, device)
-    if device.type == "cuda":
-        model = model.to(device, memory_format=torch.channels_last)
-    model = model.to(device)
-    precision.setup(device)
-    optimizer = optimizer_factory.build(model.parameters())
-    steps_per_epoch = data.num_train // settings.batch_size
-    scheduler = schedule.build(optimizer, steps_per_epoch, settings.epochs)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
 
     num_params = count_parameters(model)
     params = {**flatten(resolved), **ctx.choices, "model.num_params": str(num_params)}
@@ -127,7 +89,7 @@ def train(cfg: DictConfig, ctx: RunContext) -> float:
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
     )
     trainer = Trainer(
-        model, data, aug, optimizer, scheduler, precision, settings, generator,
+        parts,
         checkpoint_path=ckpt_path,
         checkpoint_extra={"config_hash": chash, "mlflow_run_id": tracker.run_id},
         on_epoch=tracker.log_epoch,
@@ -137,8 +99,8 @@ def train(cfg: DictConfig, ctx: RunContext) -> float:
         log.info("resuming from %s at epoch %d, step %d", ckpt_path, trainer.epoch, trainer.step)
     log.info(
         "%s: %s (%.2fM params), %s %d train / %d test on %s, run %s",
-        ctx.output_dir, type(model).__name__, num_params / 1e6, dataset.name,
-        data.num_train, len(data.test_x), device, tracker.run_id,
+        ctx.output_dir, type(model).__name__, num_params / 1e6, run.dataset.name,
+        parts.data.num_train, len(parts.data.test_x), run.device, tracker.run_id,
     )
     return _fit(trainer, tracker)
 
