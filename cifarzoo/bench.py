@@ -241,7 +241,7 @@ def bench_classic(s: Setup) -> Measurement:
     _timed(lambda: steps(s.options.warmup), device)
     progress(f"classic: measuring {s.options.steps} steps")
     seconds = _timed(lambda: steps(s.options.steps), device)
-    del batches  # stops the workers
+    batches.close()  # ends the loader iteration and its workers
     return Measurement("classic", CLASSIC_PRECISION, seconds, s.options.steps * bs)
 
 

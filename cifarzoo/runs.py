@@ -16,13 +16,18 @@ def format_runs(uri: str, experiment: str) -> str:
     if exp is None:
         return f"no experiment {experiment!r} in {uri}"
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
-    lines = [f"{len(runs)} runs in experiment {experiment!r} at {uri}", ""]
-    lines.append(f"{'status':<9} {'test error %':>12} {'train time s':>12}  overrides")
-    for run in runs:
+    overrides = [run.data.tags.get("overrides", "").split() for run in runs]
+    common = [o for o in overrides[0] if all(o in other for other in overrides)] if runs else []
+    lines = [f"{len(runs)} runs in experiment {experiment!r} at {uri}"]
+    if len(runs) > 1 and common:
+        lines.append(f"overrides of every run: {' '.join(common)}")
+    lines += ["", f"{'status':<9} {'test error %':>12} {'train time s':>12}  overrides"]
+    for run, own in zip(runs, overrides):
         m = run.data.metrics
         error = f"{m['test_error']:.2f}" if "test_error" in m else "-"
         seconds = f"{m['train_time_s']:.0f}" if "train_time_s" in m else "-"
-        lines.append(f"{run.info.status:<9} {error:>12} {seconds:>12}  {run.data.tags.get('overrides', '')}")
+        varying = " ".join(o for o in own if o not in common or len(runs) == 1)
+        lines.append(f"{run.info.status:<9} {error:>12} {seconds:>12}  {varying}")
     lines += ["", f"browse them: mlflow ui --backend-store-uri {uri}"]
     return "\n".join(lines)
 
