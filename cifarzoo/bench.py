@@ -37,23 +37,19 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from omegaconf import DictConfig, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 from PIL import Image
 from torchvision import transforms
 
 import cifarzoo  # noqa: F401  (registers the config resolvers)
 from cifarzoo.build import BuiltRun, build_run
-from cifarzoo.config import build, choice_name
+from cifarzoo.compose import compose_with_choices, one_line_errors
+from cifarzoo.config import build
 from cifarzoo.data import ImageDataset
 from cifarzoo.errors import ConfigError
 from cifarzoo.loop import Trainer
 from cifarzoo.models import count_parameters
-from cifarzoo.paths import REPO_DIR
 
-CONF_DIR = REPO_DIR / "conf"
 DEFAULT_DATA = "data=fake"
 CLASSIC_PADDING = 4
 CLASSIC_PRECISION = "fp32"
@@ -70,31 +66,7 @@ def compose_config(overrides: Sequence[str]) -> tuple[DictConfig, dict[str, str]
     overrides = list(overrides)
     if not any(_DATA_CHOICE.match(o) for o in overrides):
         overrides.insert(0, DEFAULT_DATA)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-    choices = {k: choice_name(v) for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/")}
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg, choices
-
-
-def one_line(message: str) -> str:
-    """Hydra's multi-line composition errors as one line (without the config search path)."""
-    parts: list[str] = []
-    for line in message.splitlines():
-        if line.startswith("Config search path"):
-            break
-        if not line.strip() or line.startswith("See https://hydra.cc"):
-            continue
-        raw_tab = line.startswith("\t")
-        line = line.strip()
-        if raw_tab and parts:  # an option list under "Available options in ...:"
-            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line
-        elif parts and parts[-1].endswith((".", ":")):
-            parts[-1] += " " + line
-        else:
-            parts.append(line)
-    return "; ".join(parts)
+    return compose_with_choices(overrides)
 
 
 # -- what both pipelines share -------------------------------------------------------------------
@@ -346,11 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     options = Options(args.steps, args.warmup, args.workers)
     try:
-        try:
+        with one_line_errors():
             cfg, choices = compose_config(args.overrides)
             setup = Setup(cfg, choices, options, build_run(cfg))
-        except (HydraException, OmegaConfBaseException) as error:
-            raise ConfigError("overrides", one_line(str(error))) from None
         progress(
             f"built {setup.model_name} ({count_parameters(setup.run.parts.model) / 1e6:.2f}M params), "
             f"data {choices.get('data', '')} ({setup.run.parts.data.num_train} images), batch {setup.batch_size}, "
