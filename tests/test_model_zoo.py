@@ -1,0 +1,47 @@
+"""Every `conf/model/*.yaml` option builds from config and trains a step on CIFAR- and
+MNIST-shaped batches. A new option must add its small test setting below."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import CONF_DIR, compose_config
+from cifarzoo.config import build
+
+# Small settings per option, to keep CPU time low; defaults are the papers' big models.
+SMALL: dict[str, list[str]] = {
+    "convmixer": ["model.dim=16", "model.depth=2"],
+    "densenet": ["model.depth=10"],
+    "densenet121": ["model.blocks=[1,1,1,1]", "model.growth_rate=8"],
+    "pyramidnet": ["model.depth=8", "model.alpha=12", "model.shakedrop_prob=0.5"],
+    "resnet": ["model.depth=8"],
+    "resnet_imagenet_style": ["model.depth=10", "model.widen=0.25"],
+    "resnet_preact": ["model.depth=8"],
+    "resnext": ["model.depth=11", "model.cardinality=2", "model.base_channels=4"],
+    "resnext_small": ["model.depth=10", "model.widen=0.25", "model.cardinality=2"],
+    "se_resnet_preact": ["model.depth=8"],
+    "shake_shake": ["model.depth=8", "model.base_channels=4"],
+    "vgg": ["model.channels=[8,8,8,8,8]", "model.layers=[1,1,1,1,1]"],
+    "vgg16": ["model.channels=[8,8,8,8,8]", "model.layers=[1,1,1,1,1]"],
+    "wrn": ["model.depth=10", "model.widen=1"],
+}
+
+OPTIONS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+
+
+def test_every_option_has_a_small_setting():
+    assert sorted(SMALL) == OPTIONS
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+@pytest.mark.parametrize(("channels", "size", "classes"), [(3, 32, 10), (1, 28, 100)])
+def test_option_trains_a_step(option, channels, size, classes):
+    torch.manual_seed(0)
+    cfg = compose_config([f"model={option}", *SMALL.get(option, [])])
+    model = build(cfg.model, in_channels=channels, num_classes=classes)
+    model.train()
+    out = model(torch.randn(2, channels, size, size))
+    assert out.shape == (2, classes)
+    out.logsumexp(1).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
