@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from conftest import CONF_DIR
 from cifarzoo.loop import Trainer
 from cifarzoo.task import train
 
@@ -181,3 +182,13 @@ def test_real_fashion_mnist_is_learned_on_cpu(make_run, tmp_path):
                         "data.test_size=1000", "model.depth=8", "train.epochs=3", "train.batch_size=32",
                         "optim.lr=0.05")
     assert train(cfg, ctx) < 45.0  # chance is 90 %
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF_DIR / "sched").glob("*.yaml")))
+def test_every_schedule_option_trains_and_logs(make_run, client, option):
+    extra = {"sgdr": ["sched.t0=1"], "multistep": ["sched.milestones=[1]"]}.get(option, [])
+    cfg, ctx = make_run("model.depth=8", "train.epochs=2", f"sched={option}", *extra)
+    assert math.isfinite(train(cfg, ctx))
+    run = only_run(client)
+    assert run.info.status == "FINISHED" and run.data.params["sched"] == option
+    assert len(client.get_metric_history(run.info.run_id, "lr")) == 2
