@@ -46,6 +46,17 @@ def compose_run(overrides: list[str], output_dir: Path) -> tuple[DictConfig, Run
     return cfg, ctx
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is faster and steadier on a shared 2-core box."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -20,13 +20,7 @@ from cifarzoo.models.resnet_imagenet_style import ResNeXtSmall, ResNetImageNetSt
 from cifarzoo.models.vgg import VGG
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is faster and steadier on a shared 2-core box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model_from_config(*overrides: str, channels: int = 3, num_classes: int = 10) -> nn.Module:

@@ -12,13 +12,7 @@ from cifarzoo.errors import ConfigError
 from cifarzoo.models import count_parameters
 from cifarzoo.models.vgg import VGG
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one intra-op thread is faster and steadier on a shared 2-core box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = ["model.channels=[8,16,16,32,32]", "model.layers=[1,1,1,1,1]"]
