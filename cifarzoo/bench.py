@@ -194,7 +194,7 @@ def bench_classic(s: Setup) -> Measurement:
         generator=torch.Generator().manual_seed(s.cfg.seed),
     )
     model = s.fresh_model().to(device)
-    optimizer = build(s.cfg.optim).build(model.parameters())
+    optimizer = build(s.cfg.optim).build(model, bs)
     scheduler = build(s.cfg.sched).build(optimizer, data.num_train // bs, s.run.parts.settings.epochs)
     model.train()
     batches = _endless(loader)

@@ -55,7 +55,7 @@ def build_run(cfg: DictConfig) -> BuiltRun:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
     precision.setup(device)
-    optimizer = optimizer_factory.build(model.parameters())
+    optimizer = optimizer_factory.build(model, settings.batch_size)
     scheduler = schedule.build(optimizer, n // settings.batch_size, settings.epochs)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     parts = Parts(settings, model, data, aug, optimizer, scheduler, precision, generator)

@@ -13,7 +13,11 @@ from conftest import compose_config
 from cifarzoo.config import build
 from cifarzoo.errors import ConfigError
 from cifarzoo.paths import REPO_DIR
+from cifarzoo.optim import split_no_weight_decay
+from cifarzoo.optim.adabound import AdaBoundOptimizer, bounds
+from cifarzoo.optim.lars import LARSOptimizer, trust_ratio
 from cifarzoo.sched import SGDR, Constant, Cosine, Linear, MultiStep, Schedule
+from cifarzoo.task import train
 
 
 def lrs(schedule, steps_per_epoch: int, epochs: int, lr: float = 0.1) -> list[float]:
@@ -44,11 +48,11 @@ def test_multistep_drops_at_the_milestone_epochs():
 
 def test_sgd_option_builds_nesterov_sgd_with_the_seed_defaults():
     cfg = compose_config([])
-    opt = build(cfg.optim).build([torch.nn.Parameter(torch.zeros(1))])
+    opt = build(cfg.optim).build(torch.nn.Linear(1, 1), 128)
     assert isinstance(opt, torch.optim.SGD)
     group = opt.param_groups[0]
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.1, 0.9, True, 5e-4)
-    opt = build(compose_config(["optim.nesterov=false", "optim.lr=0.2"]).optim).build([torch.nn.Parameter(torch.zeros(1))])
+    opt = build(compose_config(["optim.nesterov=false", "optim.lr=0.2"]).optim).build(torch.nn.Linear(1, 1), 128)
     assert opt.param_groups[0]["nesterov"] is False and opt.param_groups[0]["lr"] == 0.2
 
 
@@ -222,3 +226,253 @@ def test_bad_run_length_raises_config_error_at_build(overrides, epochs, message)
     with pytest.raises(ConfigError) as info:
         schedule.build(opt, 3, epochs)
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+# --- optim: shared keys, every option, LARS and AdaBound by hand ------------------------------
+
+OPTIM_YAMLS = sorted(p.stem for p in (REPO_DIR / "conf" / "optim").glob("*.yaml"))
+
+
+@functools.cache
+def _composed_optim(name: str):
+    return compose_config([f"optim={name}"]).optim
+
+
+def optim_node(name: str, **values):
+    node = copy.deepcopy(_composed_optim(name))
+    for key, value in values.items():
+        node[key] = value
+    return node
+
+
+class NormZoo(torch.nn.Module):
+    """Norm layers of every kind, some not named `bn`, and a non-norm layer whose name has `bn` in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, bias=False)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.conv_b = torch.nn.Conv2d(4, 4, 1, bias=True)
+        self.norm = torch.nn.GroupNorm(2, 4)
+        self.stage = torch.nn.Sequential(torch.nn.InstanceNorm2d(4, affine=True), torch.nn.Conv2d(4, 4, 1))
+        self.ln = torch.nn.LayerNorm(4)
+        self.bn_proj = torch.nn.Linear(4, 4, bias=False)  # not a norm layer, despite the name
+        self.fc = torch.nn.Linear(4, 10)
+
+
+def test_no_weight_decay_on_bn_selects_norm_layers_and_biases_by_module_type():
+    model = NormZoo()
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay, no_decay = split_no_weight_decay(model)
+    assert {names[id(p)] for p in no_decay} == {
+        "bn.weight", "bn.bias", "conv_b.bias", "norm.weight", "norm.bias", "stage.0.weight", "stage.0.bias",
+        "ln.weight", "ln.bias", "stage.1.bias", "fc.bias"}
+    assert {names[id(p)] for p in decay} == {"conv.weight", "conv_b.weight", "stage.1.weight", "bn_proj.weight",
+                                             "fc.weight"}
+    for name in OPTIM_YAMLS:
+        opt = build(optim_node(name, no_weight_decay_on_bn=True, weight_decay=1e-3)).build(model, 128)
+        assert [len(g["params"]) for g in opt.param_groups] == [5, 11]
+        assert [g["weight_decay"] for g in opt.param_groups] == [1e-3, 0.0]
+        assert {id(p) for p in opt.param_groups[1]["params"]} == {id(p) for p in no_decay}
+        opt = build(optim_node(name, weight_decay=1e-3)).build(model, 128)  # default: one group, all decayed
+        assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 1e-3
+        assert len(opt.param_groups[0]["params"]) == 16
+
+
+def test_no_weight_decay_on_bn_from_the_command_line_on_a_real_model():
+    cfg = compose_config(["optim.no_weight_decay_on_bn=true", "model.depth=8"])
+    model = build(cfg.model, in_channels=3, num_classes=10)
+    opt = build(cfg.optim).build(model, 128)
+    decayed, not_decayed = opt.param_groups
+    assert decayed["weight_decay"] == 5e-4 and not_decayed["weight_decay"] == 0.0
+    assert all(p.dim() > 1 for p in decayed["params"]) and all(p.dim() == 1 for p in not_decayed["params"])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "amsgrad", "adabound", "lars"])
+def test_lr_scaling_linear_scales_lr_with_the_batch_size(name):
+    node = optim_node(name, lr=0.1, lr_scaling="linear")
+    assert node.base_batch_size == 128
+    assert build(node).build(torch.nn.Linear(2, 2), 512).param_groups[0]["lr"] == pytest.approx(0.4)
+    assert build(node).build(torch.nn.Linear(2, 2), 64).param_groups[0]["lr"] == pytest.approx(0.05)
+    assert build(optim_node(name, lr=0.1, lr_scaling="linear", base_batch_size=256)).build(
+        torch.nn.Linear(2, 2), 512).param_groups[0]["lr"] == pytest.approx(0.2)
+    plain = build(optim_node(name, lr=0.1))
+    assert plain.lr_scaling == "none" and plain.build(torch.nn.Linear(2, 2), 512).param_groups[0]["lr"] == 0.1
+
+
+def test_lr_scaling_from_the_command_line_scales_adabound_final_lr_too():
+    cfg = compose_config(["optim=adabound", "optim.lr_scaling=linear", "train.batch_size=512"])
+    group = build(cfg.optim).build(torch.nn.Linear(2, 2), cfg.train.batch_size).param_groups[0]
+    assert group["lr"] == pytest.approx(4e-3) and group["final_lr"] == pytest.approx(0.4)
+    assert group["base_lr"] == pytest.approx(4e-3)
+
+
+def test_all_optim_options_are_present():
+    assert OPTIM_YAMLS == ["adabound", "adam", "adamw", "amsgrad", "lars", "sgd"]
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "expected"),
+    [
+        ("sgd", torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
+        ("adam", torch.optim.Adam, {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 5e-4,
+                                    "amsgrad": False}),
+        ("amsgrad", torch.optim.Adam, {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 5e-4,
+                                       "amsgrad": True}),
+        ("adamw", torch.optim.AdamW, {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 5e-2,
+                                      "amsgrad": False}),
+        ("adabound", AdaBoundOptimizer, {"lr": 1e-3, "betas": (0.9, 0.999), "final_lr": 0.1, "gamma": 1e-3,
+                                         "eps": 1e-8, "weight_decay": 5e-4}),
+        ("lars", LARSOptimizer, {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "eps": 1e-9, "thresh": 1e-2}),
+    ],
+)
+def test_every_optim_yaml_composes_and_builds_its_optimizer(name, cls, expected):
+    node = _composed_optim(name)
+    assert (node.no_weight_decay_on_bn, node.lr_scaling, node.base_batch_size) == (False, "none", 128)
+    opt = build(node).build(torch.nn.Linear(3, 2), 128)
+    assert type(opt) is cls
+    group = opt.param_groups[0]
+    assert {k: (tuple(group[k]) if k == "betas" else group[k]) for k in expected} == expected
+    # the option's own keys from the command line
+    key, value = {"sgd": ("momentum", 0.5), "adam": ("eps", 1e-6), "amsgrad": ("eps", 1e-6),
+                  "adamw": ("weight_decay", 0.1), "adabound": ("gamma", 0.01), "lars": ("thresh", 0.5)}[name]
+    cfg = compose_config([f"optim={name}", f"optim.{key}={value}", "optim.lr=0.3"])
+    group = build(cfg.optim).build(torch.nn.Linear(3, 2), 128).param_groups[0]
+    assert group[key] == value and group["lr"] == 0.3
+
+
+def lars_step_by_hand(w, g, buf, lr, momentum, wd, eps=1e-9):
+    trust = w.norm() / (g.norm() + wd * w.norm() + eps)
+    buf = momentum * buf + lr * trust * (g + wd * w)
+    return w - buf, buf, trust
+
+
+def test_lars_trust_ratio_and_update_match_the_formula():
+    w0, g = torch.tensor([3.0, 4.0]), torch.tensor([0.6, 0.8])  # ||w|| = 5, ||g|| = 1
+    assert float(trust_ratio(w0, g, 0.1, 1e-9, 1e-2)) == pytest.approx(5 / (1 + 0.1 * 5))
+    param = torch.nn.Parameter(w0.clone())
+    opt = LARSOptimizer([param], lr=0.1, momentum=0.9, weight_decay=0.1)
+    param.grad = g.clone()
+    opt.step()
+    # trust 10/3; d = g + 0.1 w = [0.9, 1.2]; buf = 0.1 * 10/3 * d = [0.3, 0.4]
+    assert param.detach().tolist() == pytest.approx([2.7, 3.6])
+    param.grad = g.clone()
+    opt.step()
+    w1, buf1, trust1 = lars_step_by_hand(torch.tensor([2.7, 3.6]), g, torch.tensor([0.3, 0.4]), 0.1, 0.9, 0.1)
+    assert float(trust1) == pytest.approx(4.5 / 1.45)
+    assert param.detach().tolist() == pytest.approx(w1.tolist())
+    assert opt.state[param]["momentum_buffer"].tolist() == pytest.approx(buf1.tolist())
+
+
+def test_lars_trust_ratio_is_one_for_small_weights_or_zero_gradients():
+    assert float(trust_ratio(torch.zeros(3), torch.ones(3), 0.1, 1e-9, 1e-2)) == 1.0
+    assert float(trust_ratio(torch.full((4,), 1e-3), torch.ones(4), 0.0, 1e-9, 1e-2)) == 1.0  # ||w|| < thresh
+    assert float(trust_ratio(torch.ones(3), torch.zeros(3), 0.1, 1e-9, 1e-2)) == 1.0
+    # a zero bias with lr 0.1 takes a plain SGD step
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = LARSOptimizer([param], lr=0.1, momentum=0.9, weight_decay=0.0)
+    param.grad = torch.tensor([1.0, -2.0])
+    opt.step()
+    assert param.detach().tolist() == pytest.approx([-0.1, 0.2])
+
+
+def adabound_step(grad: float, gamma: float = 0.1, final_lr: float = 0.1, lr: float = 1e-3):
+    """One AdaBound step from w = 0 (float64) with `grad`: (update, m)."""
+    param = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = AdaBoundOptimizer([param], lr=lr, final_lr=final_lr, gamma=gamma)
+    param.grad = torch.tensor([grad], dtype=torch.float64)
+    opt.step()
+    return -param.item(), opt.state[param]["exp_avg"].item()
+
+
+def test_adabound_first_step_is_clipped_into_its_bounds():
+    # step 1, gamma 0.1, final_lr 0.1: lower = 0.1 * (1 - 1/1.1) = 1/110, upper = 0.1 * (1 + 1/0.1) = 1.1
+    lower, upper = bounds(0.1, 0.1, 1)
+    assert (lower, upper) == pytest.approx((0.1 / 11, 1.1))
+    # Adam's step size at t=1: lr * sqrt(1 - beta2) / (1 - beta1) / (sqrt(v) + eps), v = (1 - beta2) g^2
+    # tiny gradient: sqrt(v) ~ 3e-8 -> raw step size ~ 7600, clipped to the upper bound 1.1; m = 0.1 g
+    update, m = adabound_step(1e-6)
+    assert m == pytest.approx(1e-7) and update == pytest.approx(1.1 * 1e-7, rel=1e-5)
+    # huge gradient: raw step size ~ 1e-8, clipped up to the lower bound 1/110
+    update, m = adabound_step(1e6)
+    assert m == pytest.approx(1e5) and update == pytest.approx(1e5 / 110, rel=1e-5)
+    # in between: raw step size 0.01 lies inside [1/110, 1.1], the step is Adam's (lr * sign(g) at t=1)
+    update, _ = adabound_step(1.0)
+    adam_param = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    adam = torch.optim.Adam([adam_param], lr=1e-3)
+    adam_param.grad = torch.tensor([1.0], dtype=torch.float64)
+    adam.step()
+    assert update == pytest.approx(-adam_param.item(), rel=1e-5) and update == pytest.approx(1e-3, rel=1e-5)
+
+
+def test_adabound_bounds_converge_so_it_ends_as_sgd_at_final_lr():
+    lower, upper = bounds(0.1, 1e-3, 10**7)
+    assert lower < 0.1 < upper and upper - lower < 2.1e-5  # 0.1 * (1/(gamma t) + 1/(gamma t + 1)), gamma t = 1e4
+    assert all(bounds(0.1, 1e-3, t)[0] < bounds(0.1, 1e-3, t + 1)[0] for t in range(1, 100))
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.randn(50, dtype=torch.float64))
+    opt = AdaBoundOptimizer([param], lr=1e-3, final_lr=0.1, gamma=0.5)
+    for _ in range(2000):
+        before = param.detach().clone()
+        param.grad = torch.randn(50, dtype=torch.float64) * torch.logspace(-4, 4, 50, dtype=torch.float64)  # scales Adam would treat very differently
+        opt.step()
+    eta = (before - param.detach()) / opt.state[param]["exp_avg"]  # the per-element step sizes at t = 2000
+    lo, hi = bounds(0.1, 0.5, 2000)
+    assert hi - lo < 2.1e-4
+    assert bool(((eta >= lo * (1 - 1e-5)) & (eta <= hi * (1 + 1e-5))).all())
+    assert eta.tolist() == pytest.approx([0.1] * 50, rel=1.1e-3)  # SGD (with momentum m) at final_lr
+
+
+def test_adabound_final_lr_follows_the_schedule_and_survives_a_state_dict_round_trip():
+    param = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = AdaBoundOptimizer([param], lr=1e-3, final_lr=0.1, gamma=0.1)
+    opt.param_groups[0]["lr"] = 5e-4  # a schedule halved the lr: the bounds are halved too
+    param.grad = torch.tensor([1e-6], dtype=torch.float64)
+    opt.step()
+    assert -param.item() == pytest.approx(0.55 * 1e-7, rel=1e-5)  # upper bound 0.05 * 11
+    fresh = AdaBoundOptimizer([torch.nn.Parameter(torch.ones(1))], lr=1e-3, final_lr=0.1, gamma=0.1)
+    fresh.load_state_dict(opt.state_dict())
+    assert fresh.param_groups[0]["base_lr"] == 1e-3 and fresh.param_groups[0]["lr"] == 5e-4
+
+
+@pytest.mark.parametrize(
+    ("name", "values", "message"),
+    [
+        ("sgd", {"lr": 0}, "optim.lr: must be > 0 (got 0)"),
+        ("adamw", {"lr": -1.0}, "optim.lr: must be > 0 (got -1.0)"),
+        ("sgd", {"weight_decay": -1.0}, "optim.weight_decay: must be >= 0 (got -1.0)"),
+        ("adam", {"no_weight_decay_on_bn": "yes"}, "optim.no_weight_decay_on_bn: must be true or false (got 'yes')"),
+        ("lars", {"lr_scaling": "sqrt"}, "optim.lr_scaling: must be none or linear (got 'sqrt')"),
+        ("amsgrad", {"base_batch_size": 0}, "optim.base_batch_size: must be a positive int (got 0)"),
+        ("sgd", {"momentum": 1}, "optim.momentum: must be in [0, 1) (got 1)"),
+        ("sgd", {"momentum": 0}, "optim.nesterov: needs optim.momentum > 0 (got True)"),
+        ("adam", {"betas": [0.9, 1.0]}, "optim.betas: must be two numbers in [0, 1) (got [0.9, 1.0])"),
+        ("adamw", {"eps": 0}, "optim.eps: must be > 0 (got 0)"),
+        ("adabound", {"final_lr": 0}, "optim.final_lr: must be > 0 (got 0)"),
+        ("adabound", {"gamma": 1}, "optim.gamma: must be in (0, 1) (got 1)"),
+        ("lars", {"momentum": -0.1}, "optim.momentum: must be in [0, 1) (got -0.1)"),
+        ("lars", {"thresh": -1.0}, "optim.thresh: must be >= 0 (got -1.0)"),
+    ],
+)
+def test_bad_optim_values_raise_config_error(name, values, message):
+    with pytest.raises(ConfigError) as info:
+        build(optim_node(name, **values))
+    assert str(info.value) == message
+    assert info.value.key == message.split(":")[0]
+
+
+def test_bad_optim_value_from_the_command_line():
+    with pytest.raises(ConfigError, match=r"^optim\.gamma: must be in \(0, 1\) \(got 0\)$"):
+        build(compose_config(["optim=adabound", "optim.gamma=0"]).optim)
+
+
+@pytest.mark.parametrize("option", OPTIM_YAMLS)
+def test_every_optim_option_trains_an_epoch_and_is_logged(option, make_run, client):
+    cfg, ctx = make_run("model.depth=8", "train.epochs=1", f"optim={option}", "optim.no_weight_decay_on_bn=true")
+    error = train(cfg, ctx)
+    exp = client.get_experiment_by_name("test")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["optim"] == option and run.data.params["optim.no_weight_decay_on_bn"] == "True"
+    losses = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    assert len(losses) == 1 and math.isfinite(losses[0]) and math.isfinite(error)
