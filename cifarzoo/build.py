@@ -58,5 +58,5 @@ def build_run(cfg: DictConfig) -> BuiltRun:
     optimizer = optimizer_factory.build(model, settings.batch_size)
     scheduler = schedule.build(optimizer, n // settings.batch_size, settings.epochs)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    parts = Parts(settings, model, data, aug, optimizer, scheduler, precision, generator)
+    parts = Parts(settings, model, data, aug, optimizer, scheduler, precision, generator, optimizer_factory.grad_clip)
     return BuiltRun(parts, dataset, device)

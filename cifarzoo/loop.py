@@ -84,6 +84,7 @@ class Parts:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     precision: Precision
     generator: torch.Generator
+    grad_clip: float | None = None
 
 
 class Trainer:
@@ -91,7 +92,7 @@ class Trainer:
                  on_epoch: EpochCallback) -> None:
         self.model, self.data, self.aug = parts.model, parts.data, parts.aug
         self.optimizer, self.scheduler, self.precision = parts.optimizer, parts.scheduler, parts.precision
-        self.settings, self.generator = parts.settings, parts.generator
+        self.settings, self.generator, self.grad_clip = parts.settings, parts.generator, parts.grad_clip
         self.checkpoint_path, self.checkpoint_extra, self.on_epoch = checkpoint_path, checkpoint_extra, on_epoch
         data, optimizer, settings = parts.data, parts.optimizer, parts.settings
         self.steps_per_epoch = data.num_train // settings.batch_size
@@ -203,7 +204,7 @@ class Trainer:
         with self.precision.autocast():
             logits = self.model(images)
             loss = F.cross_entropy(logits, labels)
-        self.precision.backward_step(loss, self.optimizer)
+        self.precision.backward_step(loss, self.optimizer, self.grad_clip)
         self.lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.sums[0] += loss.detach() * len(labels)

@@ -8,6 +8,13 @@ from typing import Any
 import torch
 
 
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float | None) -> None:
+    """Scale all gradients down so that their global L2 norm is at most `max_norm` (None: no-op)."""
+    if max_norm is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
 class Precision:
     """Full fp32 by default; subclasses autocast to `dtype`."""
 
@@ -21,8 +28,9 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, grad_clip: float | None = None) -> None:
         loss.backward()
+        clip_gradients(optimizer, grad_clip)
         optimizer.step()
 
     def state_dict(self) -> dict[str, Any]:
@@ -49,8 +57,11 @@ class AmpFP16(Precision):
         super().setup(device)
         self.scaler = torch.amp.GradScaler(device.type)
 
-    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, grad_clip: float | None = None) -> None:
         self.scaler.scale(loss).backward()
+        if grad_clip is not None:
+            self.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            clip_gradients(optimizer, grad_clip)
         self.scaler.step(optimizer)
         self.scaler.update()
 

@@ -476,3 +476,35 @@ def test_every_optim_option_trains_an_epoch_and_is_logged(option, make_run, clie
     assert run.data.params["optim"] == option and run.data.params["optim.no_weight_decay_on_bn"] == "True"
     losses = [m.value for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert len(losses) == 1 and math.isfinite(losses[0]) and math.isfinite(error)
+
+
+# -- gradient clipping (optim.grad_clip) -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("precision", ["FP32", "AmpFP16"])
+def test_grad_clip_bounds_the_global_gradient_norm(precision):
+    import cifarzoo.precision as precisions
+
+    def grad_norm_after_step(grad_clip):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(8, 4)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the step leaves the gradients readable
+        mode = getattr(precisions, precision)()
+        mode.setup(torch.device("cpu"))
+        with mode.autocast():
+            loss = model(torch.randn(16, 8)).float().pow(2).mean() * 1e-3  # small: no fp16 overflow when scaled
+        mode.backward_step(loss, optimizer, grad_clip)
+        return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item()
+
+    unclipped = grad_norm_after_step(None)
+    assert unclipped > 1e-4
+    assert grad_norm_after_step(unclipped / 4) == pytest.approx(unclipped / 4, rel=5e-3)  # clip_grad_norm_ adds 1e-6
+
+
+def test_grad_clip_is_a_shared_optim_key():
+    for option in ("sgd", "adam", "lars", "adabound"):
+        factory = build(compose_config([f"optim={option}", "optim.grad_clip=2.5"]).optim)
+        assert factory.grad_clip == 2.5
+    assert build(compose_config([]).optim).grad_clip is None
+    with pytest.raises(ConfigError, match=r"^optim.grad_clip: must be null or > 0 \(got 0\)"):
+        build(compose_config(["optim.grad_clip=0"]).optim)

@@ -192,3 +192,9 @@ def test_every_schedule_option_trains_and_logs(make_run, client, option):
     run = only_run(client)
     assert run.info.status == "FINISHED" and run.data.params["sched"] == option
     assert len(client.get_metric_history(run.info.run_id, "lr")) == 2
+
+
+def test_grad_clip_run_trains_and_records_the_key(make_run, client):
+    cfg, ctx = make_run("model.depth=8", "train.epochs=1", "optim.grad_clip=1.0", "precision=amp_fp16")
+    assert math.isfinite(train(cfg, ctx))
+    assert only_run(client).data.params["optim.grad_clip"] == "1.0"

@@ -86,8 +86,9 @@ class AdaBound(OptimizerFactory):
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), final_lr: float = 0.1,
                  gamma: float = 1e-3, eps: float = 1e-8, weight_decay: float = 5e-4, no_weight_decay_on_bn: bool = False,
-                 lr_scaling: str = "none", base_batch_size: int = 128) -> None:
-        super().__init__(lr, weight_decay, no_weight_decay_on_bn, lr_scaling, base_batch_size)
+                 lr_scaling: str = "none", base_batch_size: int = 128,
+                 grad_clip: float | None = None) -> None:
+        super().__init__(lr, weight_decay, no_weight_decay_on_bn, lr_scaling, base_batch_size, grad_clip)
         self.betas, self.eps = check_betas(betas), check_eps(eps)
         require(is_number(final_lr) and final_lr > 0, "optim.final_lr", "must be > 0", final_lr)
         require(is_number(gamma) and 0 < gamma < 1, "optim.gamma", "must be in (0, 1)", gamma)

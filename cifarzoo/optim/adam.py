@@ -17,8 +17,9 @@ class Adam(OptimizerFactory):
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 5e-4, no_weight_decay_on_bn: bool = False, lr_scaling: str = "none",
-                 base_batch_size: int = 128) -> None:
-        super().__init__(lr, weight_decay, no_weight_decay_on_bn, lr_scaling, base_batch_size)
+                 base_batch_size: int = 128,
+                 grad_clip: float | None = None) -> None:
+        super().__init__(lr, weight_decay, no_weight_decay_on_bn, lr_scaling, base_batch_size, grad_clip)
         self.betas, self.eps = check_betas(betas), check_eps(eps)
 
     def make(self, groups: list[dict[str, Any]], lr: float, lr_factor: float) -> torch.optim.Optimizer:
@@ -35,5 +36,6 @@ class AdamW(Adam):
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 5e-2, no_weight_decay_on_bn: bool = False, lr_scaling: str = "none",
-                 base_batch_size: int = 128) -> None:
-        super().__init__(lr, betas, eps, weight_decay, no_weight_decay_on_bn, lr_scaling, base_batch_size)
+                 base_batch_size: int = 128,
+                 grad_clip: float | None = None) -> None:
+        super().__init__(lr, betas, eps, weight_decay, no_weight_decay_on_bn, lr_scaling, base_batch_size, grad_clip)

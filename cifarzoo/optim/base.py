@@ -51,10 +51,12 @@ class OptimizerFactory:
       all biases get weight decay 0, everything else `weight_decay`.
     - `lr_scaling`: `none`, or `linear` (Goyal et al. 2017): lr = lr * batch_size / base_batch_size.
     - `base_batch_size`: the batch size `lr` is given for.
+    - `grad_clip`: clip the global L2 norm of the gradients to this before each step (null = off).
     """
 
     def __init__(self, lr: float, weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
-                 lr_scaling: str = "none", base_batch_size: int = 128) -> None:
+                 lr_scaling: str = "none", base_batch_size: int = 128,
+                 grad_clip: float | None = None) -> None:
         require(is_number(lr) and lr > 0, "optim.lr", "must be > 0", lr)
         require(is_number(weight_decay) and weight_decay >= 0, "optim.weight_decay", "must be >= 0", weight_decay)
         require(isinstance(no_weight_decay_on_bn, bool), "optim.no_weight_decay_on_bn", "must be true or false",
@@ -62,6 +64,9 @@ class OptimizerFactory:
         require(lr_scaling in LR_SCALINGS, "optim.lr_scaling", "must be none or linear", lr_scaling)
         require(isinstance(base_batch_size, int) and not isinstance(base_batch_size, bool) and base_batch_size > 0,
                 "optim.base_batch_size", "must be a positive int", base_batch_size)
+        require(grad_clip is None or (is_number(grad_clip) and grad_clip > 0), "optim.grad_clip",
+                "must be null or > 0", grad_clip)
+        self.grad_clip = None if grad_clip is None else float(grad_clip)
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.no_weight_decay_on_bn, self.lr_scaling, self.base_batch_size = no_weight_decay_on_bn, lr_scaling, base_batch_size
 

@@ -61,8 +61,9 @@ class LARSOptimizer(torch.optim.Optimizer):
 class LARS(OptimizerFactory):
     def __init__(self, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, eps: float = 1e-9,
                  thresh: float = 1e-2, no_weight_decay_on_bn: bool = False, lr_scaling: str = "none",
-                 base_batch_size: int = 128) -> None:
-        super().__init__(lr, weight_decay, no_weight_decay_on_bn, lr_scaling, base_batch_size)
+                 base_batch_size: int = 128,
+                 grad_clip: float | None = None) -> None:
+        super().__init__(lr, weight_decay, no_weight_decay_on_bn, lr_scaling, base_batch_size, grad_clip)
         require(is_number(momentum) and 0 <= momentum < 1, "optim.momentum", "must be in [0, 1)", momentum)
         require(is_number(thresh) and thresh >= 0, "optim.thresh", "must be >= 0", thresh)
         self.momentum, self.eps, self.thresh = float(momentum), check_eps(eps), float(thresh)

@@ -12,8 +12,9 @@ from cifarzoo.optim.base import OptimizerFactory, is_number
 
 class SGD(OptimizerFactory):
     def __init__(self, lr: float = 0.1, momentum: float = 0.9, nesterov: bool = True, weight_decay: float = 5e-4,
-                 no_weight_decay_on_bn: bool = False, lr_scaling: str = "none", base_batch_size: int = 128) -> None:
-        super().__init__(lr, weight_decay, no_weight_decay_on_bn, lr_scaling, base_batch_size)
+                 no_weight_decay_on_bn: bool = False, lr_scaling: str = "none", base_batch_size: int = 128,
+                 grad_clip: float | None = None) -> None:
+        super().__init__(lr, weight_decay, no_weight_decay_on_bn, lr_scaling, base_batch_size, grad_clip)
         require(is_number(momentum) and 0 <= momentum < 1, "optim.momentum", "must be in [0, 1)", momentum)
         require(isinstance(nesterov, bool), "optim.nesterov", "must be true or false", nesterov)
         require(not nesterov or momentum > 0, "optim.nesterov", "needs optim.momentum > 0", nesterov)
