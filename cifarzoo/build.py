@@ -11,6 +11,7 @@ from cifarzoo.config import build
 from cifarzoo.data import DeviceData, ImageDataset
 from cifarzoo.errors import require
 from cifarzoo.loop import LoopSettings, Parts
+from cifarzoo.models.ghost_bn import check_ghost_batch_size, use_ghost_batch_norm
 
 
 @dataclass
@@ -46,17 +47,29 @@ def build_run(cfg: DictConfig) -> BuiltRun:
     model = build(cfg.model, in_channels=dataset.channels, num_classes=dataset.num_classes)
     aug, optimizer_factory, schedule = build(cfg.aug), build(cfg.optim), build(cfg.sched)
     precision = build(cfg.precision)
+    t = cfg.train
+    require(t.channels_last in (None, True, False), "train.channels_last", "must be true, false or null", t.channels_last)
+    require(isinstance(t.compile, bool), "train.compile", "must be true or false", t.compile)
+    require(precision.supports_closure_optimizers or not optimizer_factory.needs_closure, "precision",
+            f"{type(precision).__name__}'s GradScaler cannot step optim={type(optimizer_factory).__name__}, which "
+            "evaluates the loss twice per step; use amp_bf16, fp16 or fp32")
+    if t.ghost_batch_size is not None:
+        check_ghost_batch_size(t.ghost_batch_size, settings.batch_size)
+        model = use_ghost_batch_norm(model, t.ghost_batch_size)
     splits = dataset.load()
     n = len(splits.train_x)
     require(settings.batch_size <= n, "train.batch_size", f"must be at most the training-set size {n}", settings.batch_size)
 
-    data = DeviceData(splits, dataset.mean, dataset.std, device)
-    if device.type == "cuda":
+    channels_last = device.type == "cuda" if t.channels_last is None else t.channels_last
+    data = DeviceData(splits, dataset.mean, dataset.std, device, dataset.num_classes, channels_last)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model = model.to(device)
+    model = precision.prepare(model.to(device))
     precision.setup(device)
     optimizer = optimizer_factory.build(model, settings.batch_size)
     scheduler = schedule.build(optimizer, n // settings.batch_size, settings.epochs)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    parts = Parts(settings, model, data, aug, optimizer, scheduler, precision, generator, optimizer_factory.grad_clip)
+    forward = torch.compile(model) if t.compile else None
+    parts = Parts(settings, model, data, aug, optimizer, scheduler, precision, generator, optimizer_factory.grad_clip,
+                  forward)
     return BuiltRun(parts, dataset, device)

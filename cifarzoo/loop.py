@@ -85,6 +85,7 @@ class Parts:
     precision: Precision
     generator: torch.Generator
     grad_clip: float | None = None
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the model compiled, or None: the model
 
 
 class Trainer:
@@ -93,6 +94,7 @@ class Trainer:
         self.model, self.data, self.aug = parts.model, parts.data, parts.aug
         self.optimizer, self.scheduler, self.precision = parts.optimizer, parts.scheduler, parts.precision
         self.settings, self.generator, self.grad_clip = parts.settings, parts.generator, parts.grad_clip
+        self.forward = parts.forward or parts.model
         self.checkpoint_path, self.checkpoint_extra, self.on_epoch = checkpoint_path, checkpoint_extra, on_epoch
         data, optimizer, settings = parts.data, parts.optimizer, parts.settings
         self.steps_per_epoch = data.num_train // settings.batch_size
@@ -198,17 +200,26 @@ class Trainer:
     def train_step(self, index: torch.Tensor) -> None:
         """One optimizer step on the training images at `index`, augmented on the device."""
         data = self.data
-        images = data.normalize(self.aug(data.train_x[index], self.generator))
-        labels = data.train_y[index]
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.precision.autocast():
-            logits = self.model(images)
-            loss = F.cross_entropy(logits, labels)
-        self.precision.backward_step(loss, self.optimizer, self.grad_clip)
+        views, targets = self.aug.batch(data.train_x[index], data.train_y[index], data.num_classes,
+                                        data.normalize, self.generator)
+        first: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+        def closure() -> torch.Tensor:  # SAM calls it twice; the first call's loss is the one reported
+            self.optimizer.zero_grad(set_to_none=True)
+            with self.precision.autocast():
+                loss, logits = self.aug.loss(self.forward, views, targets)
+            self.precision.backward(loss, self.optimizer, self.grad_clip)
+            if not first:
+                first.append((loss.detach(), logits.detach()))
+            return loss
+
+        self.precision.step(self.optimizer, closure)
         self.lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
-        self.sums[0] += loss.detach() * len(labels)
-        self.sums[1] += (logits.argmax(1) == labels).sum()
+        loss, logits = first[0]
+        self.sums[0] += loss * len(targets)
+        # Correct = the target weight on the predicted class (lam / 1 - lam under Mixup, area under RICAP).
+        self.sums[1] += targets.gather(1, logits.argmax(1, keepdim=True)).sum()
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
@@ -218,7 +229,7 @@ class Trainer:
         wrong = torch.zeros((), dtype=torch.int64, device=self.data.device)
         for images, labels in self.data.test_batches(self.settings.eval_batch_size):
             with self.precision.autocast():
-                logits = self.model(self.data.normalize(images))
+                logits = self.forward(self.data.normalize(images))
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
             wrong += (logits.argmax(1) != labels).sum()
         n = len(self.data.test_x)

@@ -1,8 +1,12 @@
-"""Numeric precision modes of the `precision` group: autocast and loss scaling."""
+"""Numeric precision modes of the `precision` group: autocast, loss scaling, or a half model.
+
+A training step is a closure (zero grads, forward, `backward`) handed to `step`, so that
+optimizers which evaluate the loss twice (SAM) work under every mode that allows it."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,19 +23,29 @@ class Precision:
     """Full fp32 by default; subclasses autocast to `dtype`."""
 
     dtype: torch.dtype | None = None
+    # False where `step` cannot hand the closure to the optimizer (GradScaler has no closure support).
+    supports_closure_optimizers = True
 
     def setup(self, device: torch.device) -> None:
         self.device = device
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model as this mode trains it (FP16 converts it to half)."""
+        return model
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, grad_clip: float | None = None) -> None:
+    def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, grad_clip: float | None = None) -> None:
+        """Gradients of `loss`, clipped to `grad_clip` (global L2 norm)."""
         loss.backward()
         clip_gradients(optimizer, grad_clip)
-        optimizer.step()
+
+    def step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], torch.Tensor]) -> None:
+        """One optimizer step; `closure` zeroes the gradients, runs forward and `backward`."""
+        optimizer.step(closure)
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -57,12 +71,17 @@ class AmpFP16(Precision):
         super().setup(device)
         self.scaler = torch.amp.GradScaler(device.type)
 
-    def backward_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, grad_clip: float | None = None) -> None:
+    supports_closure_optimizers = False
+
+    def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, grad_clip: float | None = None) -> None:
         self.scaler.scale(loss).backward()
         if grad_clip is not None:
             self.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             clip_gradients(optimizer, grad_clip)
-        self.scaler.step(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer, closure: Callable[[], torch.Tensor]) -> None:
+        closure()
+        self.scaler.step(optimizer)  # skipped when the scaled gradients hold inf/NaN
         self.scaler.update()
 
     def state_dict(self) -> dict[str, Any]:
@@ -70,3 +89,18 @@ class AmpFP16(Precision):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.scaler.load_state_dict(state)
+
+
+class FP16(Precision):
+    """The whole model in float16 with no loss scaling and no fp32 master weights: apex's O3, the
+    seeds' "FP16" rows. Expected to diverge at large batch sizes; the run is then recorded as
+    diverged. The loss is computed in float32 from the half logits. Runs on CPU too (slowly)."""
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.half()
+        model.register_forward_pre_hook(_inputs_to_half)
+        return model
+
+
+def _inputs_to_half(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(a.half() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)

@@ -1,6 +1,13 @@
 """Batched augmentation on the training device, with per-image randomness."""
 
-from cifarzoo.aug.blocks import Block, RandomCrop, RandomHorizontalFlip
+from cifarzoo.aug.base import Block, Criterion, FloatBlock, Mixer, Objective
+from cifarzoo.aug.blocks import RandomCrop, RandomHorizontalFlip
+from cifarzoo.aug.erase import Cutout, RandomErasing
+from cifarzoo.aug.mixing import RICAP, CutMix, Mixup
+from cifarzoo.aug.objectives import DualCutout, LabelSmoothing
 from cifarzoo.aug.recipe import Recipe
 
-__all__ = ["Block", "RandomCrop", "RandomHorizontalFlip", "Recipe"]
+__all__ = [
+    "Block", "Criterion", "CutMix", "Cutout", "DualCutout", "FloatBlock", "LabelSmoothing", "Mixer", "Mixup",
+    "Objective", "RICAP", "RandomCrop", "RandomErasing", "RandomHorizontalFlip", "Recipe",
+]

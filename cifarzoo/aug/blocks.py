@@ -6,12 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cifarzoo.aug.base import Block
 from cifarzoo.errors import require
-
-
-class Block:
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        raise NotImplementedError
 
 
 class RandomCrop(Block):

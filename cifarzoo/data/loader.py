@@ -11,8 +11,10 @@ from cifarzoo.data.base import Splits
 
 
 class DeviceData:
-    def __init__(self, splits: Splits, mean: Sequence[float], std: Sequence[float], device: torch.device) -> None:
+    def __init__(self, splits: Splits, mean: Sequence[float], std: Sequence[float], device: torch.device,
+                 num_classes: int | None = None, channels_last: bool | None = None) -> None:
         self.device = device
+        self.num_classes = int(splits.train_y.max()) + 1 if num_classes is None else num_classes
         self.train_x = splits.train_x.to(device)
         self.train_y = splits.train_y.to(device)
         self.test_x = splits.test_x.to(device)
@@ -20,14 +22,15 @@ class DeviceData:
         channels = self.train_x.shape[1]
         self._mean = torch.tensor(mean, device=device).view(1, channels, 1, 1) * 255
         self._inv_std = 1 / (torch.tensor(std, device=device).view(1, channels, 1, 1) * 255)
-        self._memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        channels_last = device.type == "cuda" if channels_last is None else channels_last
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     @property
     def num_train(self) -> int:
         return len(self.train_x)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> float, standardised per channel (channels-last on CUDA)."""
+        """uint8 images -> float, standardised per channel (channels-last on CUDA by default)."""
         x = (images.float() - self._mean) * self._inv_std
         return x.contiguous(memory_format=self._memory_format)
 

@@ -54,6 +54,8 @@ class OptimizerFactory:
     - `grad_clip`: clip the global L2 norm of the gradients to this before each step (null = off).
     """
 
+    needs_closure = False  # True for optimizers that evaluate the loss more than once per step (SAM)
+
     def __init__(self, lr: float, weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
                  lr_scaling: str = "none", base_batch_size: int = 128,
                  grad_clip: float | None = None) -> None:

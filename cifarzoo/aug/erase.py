@@ -1,0 +1,83 @@
+"""Cutout (DeVries & Taylor 2017) and Random Erasing (Zhong et al. 2017), per image, batched.
+
+Both act on the normalised float batch, after crop and flip, as in hysts' pipeline, so a fill
+value of 0 is the dataset's mean colour."""
+
+from __future__ import annotations
+
+import torch
+
+from cifarzoo.aug.base import FloatBlock
+from cifarzoo.aug.boxes import box_mask, randint_below, uniform
+from cifarzoo.errors import require
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Cutout(FloatBlock):
+    """A `size` x `size` square set to `mask_color`, with probability `prob` per image.
+
+    hysts' convention: the centre is uniform over the image (plus one pixel for even sizes),
+    so the square may stick out of the image; `cut_inside=true` keeps it inside."""
+
+    def __init__(self, size: int = 16, prob: float = 1.0, cut_inside: bool = False, mask_color: float = 0.0,
+                 key: str = "aug.cutout") -> None:
+        require(_is_int(size) and size >= 1, f"{key}.size", "must be an int >= 1", size)
+        require(0.0 <= prob <= 1.0, f"{key}.prob", "must be in [0, 1]", prob)
+        require(isinstance(cut_inside, bool), f"{key}.cut_inside", "must be true or false", cut_inside)
+        self.size, self.prob, self.cut_inside, self.mask_color = size, prob, cut_inside, float(mask_color)
+        self.key = key
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, _, h, w = images.shape
+        half, offset = self.size // 2, 1 if self.size % 2 == 0 else 0
+        require(not self.cut_inside or self.size <= min(h, w), f"{self.key}.size",
+                f"must fit in the {h}x{w} image when cut_inside is true", self.size)
+        low = half if self.cut_inside else 0
+        cy = low + randint_below(torch.full((b,), h + offset - 2 * low, device=images.device), generator)
+        cx = low + randint_below(torch.full((b,), w + offset - 2 * low, device=images.device), generator)
+        top, left = cy - half, cx - half
+        mask = box_mask(h, w, top, top + self.size, left, left + self.size)
+        mask &= (torch.rand(b, device=images.device, generator=generator) < self.prob)[:, None, None, None]
+        return images.masked_fill(mask, self.mask_color)
+
+
+class RandomErasing(FloatBlock):
+    """With probability `prob`, one rectangle per image of area ratio in `area_ratio_range` and
+    aspect ratio in [`min_aspect_ratio`, 1/`min_aspect_ratio`] (up to `max_attempt` draws until it
+    fits), filled with one uniform(0, 1) value in normalised space.
+
+    Deviation from the paper, following hysts (the seeds' numbers): the paper fills each pixel
+    with its own random value; hysts fills the rectangle with one value."""
+
+    def __init__(self, prob: float = 0.5, area_ratio_range: tuple[float, float] = (0.02, 0.4),
+                 min_aspect_ratio: float = 0.3, max_attempt: int = 20) -> None:
+        key = "aug.random_erasing"
+        require(0.0 <= prob <= 1.0, f"{key}.prob", "must be in [0, 1]", prob)
+        low, high = area_ratio_range
+        require(0.0 < low <= high <= 1.0, f"{key}.area_ratio_range", "must be [low, high] with 0 < low <= high <= 1",
+                list(area_ratio_range))
+        require(0.0 < min_aspect_ratio <= 1.0, f"{key}.min_aspect_ratio", "must be in (0, 1]", min_aspect_ratio)
+        require(_is_int(max_attempt) and max_attempt >= 1, f"{key}.max_attempt", "must be an int >= 1", max_attempt)
+        self.prob, self.area_ratio_range = prob, (low, high)
+        self.aspect_range = (min_aspect_ratio, 1 / min_aspect_ratio)
+        self.max_attempt = max_attempt
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, _, h, w = images.shape
+        tries = (b, self.max_attempt)
+        area = uniform(tries, *self.area_ratio_range, generator) * (h * w)
+        aspect = uniform(tries, *self.aspect_range, generator)
+        mask_h = torch.sqrt(area * aspect).floor().long()
+        mask_w = torch.sqrt(area / aspect).floor().long()
+        fits = (mask_w < w) & (mask_h < h)
+        first = fits.to(torch.int8).argmax(1, keepdim=True)  # the first attempt that fits
+        mask_h, mask_w = mask_h.gather(1, first)[:, 0], mask_w.gather(1, first)[:, 0]
+        top = randint_below((h - mask_h).clamp_min(1), generator)
+        left = randint_below((w - mask_w).clamp_min(1), generator)
+        erase = fits.any(1) & (torch.rand(b, device=images.device, generator=generator) < self.prob)
+        mask = box_mask(h, w, top, top + mask_h, left, left + mask_w) & erase[:, None, None, None]
+        value = torch.rand(b, 1, 1, 1, device=images.device, generator=generator).to(images.dtype)
+        return torch.where(mask, value, images)
