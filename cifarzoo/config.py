@@ -55,6 +55,19 @@ def config_hash(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def list_choices(task_overrides: list[str]) -> dict[str, str]:
+    """Group choices given as lists on the command line (`aug=[cutout,mixup]`), which Hydra leaves
+    out of `hydra.runtime.choices`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    found = {}
+    for override in OverridesParser.create().parse_overrides(task_overrides):
+        group = override.key_or_group
+        if group in GROUPS and override.package is None and isinstance(override.value(), list):
+            found[group] = choice_name(override.value())
+    return found
+
+
 def choice_name(choice: Any) -> str:
     """`aug=[cutout,mixup]` is recorded as `cutout+mixup`."""
     if isinstance(choice, (list, tuple)) or type(choice).__name__ == "ListConfig":

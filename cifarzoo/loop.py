@@ -94,7 +94,7 @@ class Trainer:
         self.model, self.data, self.aug = parts.model, parts.data, parts.aug
         self.optimizer, self.scheduler, self.precision = parts.optimizer, parts.scheduler, parts.precision
         self.settings, self.generator, self.grad_clip = parts.settings, parts.generator, parts.grad_clip
-        self.forward = parts.forward or parts.model
+        self.forward = parts.model if parts.forward is None else parts.forward
         self.checkpoint_path, self.checkpoint_extra, self.on_epoch = checkpoint_path, checkpoint_extra, on_epoch
         data, optimizer, settings = parts.data, parts.optimizer, parts.settings
         self.steps_per_epoch = data.num_train // settings.batch_size

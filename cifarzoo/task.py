@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cifarzoo import checkpoint
 from cifarzoo.build import build_run
-from cifarzoo.config import GROUPS, choice_name, config_hash, flatten
+from cifarzoo.config import GROUPS, choice_name, config_hash, flatten, list_choices
 from cifarzoo.errors import ConfigError
 from cifarzoo.loop import Diverged, Interrupted, Trainer
 from cifarzoo.models import count_parameters
@@ -47,6 +47,7 @@ class RunContext:
         from hydra.types import RunMode
 
         choices = {g: choice_name(hc.runtime.choices[g]) for g in GROUPS if g in hc.runtime.choices}
+        choices.update(list_choices(list(hc.overrides.task)))
         sweep = str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else ""
         return cls(output_dir, choices, list(hc.overrides.task), sweep)
 

@@ -308,7 +308,10 @@ def test_lr_scaling_from_the_command_line_scales_adabound_final_lr_too():
 
 
 def test_all_optim_options_are_present():
-    assert OPTIM_YAMLS == ["adabound", "adam", "adamw", "amsgrad", "lars", "sgd"]
+    from cifarzoo.optim import BASE_OPTIMIZERS
+
+    assert OPTIM_YAMLS == ["adabound", "adam", "adamw", "amsgrad", "asam", "lars", "sam", "sgd"]
+    assert sorted(BASE_OPTIMIZERS) == [n for n in OPTIM_YAMLS if n not in ("sam", "asam")]  # SAM can wrap each
 
 
 @pytest.mark.parametrize(
@@ -491,9 +494,16 @@ def test_grad_clip_bounds_the_global_gradient_norm(precision):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the step leaves the gradients readable
         mode = getattr(precisions, precision)()
         mode.setup(torch.device("cpu"))
-        with mode.autocast():
-            loss = model(torch.randn(16, 8)).float().pow(2).mean() * 1e-3  # small: no fp16 overflow when scaled
-        mode.backward_step(loss, optimizer, grad_clip)
+        x = torch.randn(16, 8)
+
+        def closure():
+            optimizer.zero_grad()
+            with mode.autocast():
+                loss = model(x).float().pow(2).mean() * 1e-3  # small: no fp16 overflow when scaled
+            mode.backward(loss, optimizer, grad_clip)
+            return loss
+
+        mode.step(optimizer, closure)
         return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item()
 
     unclipped = grad_norm_after_step(None)

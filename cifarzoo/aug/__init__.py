@@ -5,9 +5,10 @@ from cifarzoo.aug.blocks import RandomCrop, RandomHorizontalFlip
 from cifarzoo.aug.erase import Cutout, RandomErasing
 from cifarzoo.aug.mixing import RICAP, CutMix, Mixup
 from cifarzoo.aug.objectives import DualCutout, LabelSmoothing
+from cifarzoo.aug.policies import AutoAugment, RandAugment
 from cifarzoo.aug.recipe import Recipe
 
 __all__ = [
-    "Block", "Criterion", "CutMix", "Cutout", "DualCutout", "FloatBlock", "LabelSmoothing", "Mixer", "Mixup",
-    "Objective", "RICAP", "RandomCrop", "RandomErasing", "RandomHorizontalFlip", "Recipe",
+    "AutoAugment", "Block", "Criterion", "CutMix", "Cutout", "DualCutout", "FloatBlock", "LabelSmoothing", "Mixer", "Mixup",
+    "Objective", "RICAP", "RandAugment", "RandomCrop", "RandomErasing", "RandomHorizontalFlip", "Recipe",
 ]
