@@ -47,6 +47,7 @@ HEADERS = {
     "model.num_params": "# of params",
     "aug.cutout.size": "Cutout size",
     "aug.mixup.alpha": "Mixup alpha",
+    "train.ghost_batch_size": "Ghost batch size",
     "aug.crop.padding": "Crop padding",
     "aug.flip.prob": "Flip probability",
 }
@@ -67,10 +68,11 @@ VALUES = {
         "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST",
         "kmnist": "KMNIST", "svhn": "SVHN", "fake": "synthetic",
     },
-    "precision": {"fp32": "FP32", "amp_bf16": "AMP bf16", "amp_fp16": "AMP fp16"},
+    "precision": {"fp32": "FP32", "amp_bf16": "AMP bf16", "amp_fp16": "AMP fp16", "fp16": "FP16"},
     "model.activation": {"relu": "ReLU", "leaky_relu": "Leaky ReLU", "celu": "CELU", "gelu": "GELU"},
     "model.norm": {"batch": "Batch Norm", "instance": "Instance Norm", "layer": "Layer Norm", "group": "Group Norm"},
-    "optim": {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "lars": "LARS", "lamb": "LAMB", "sam": "SAM"},
+    "optim": {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "lars": "LARS", "lamb": "LAMB", "sam": "SAM", "asam": "ASAM",
+              "amsgrad": "AMSGrad", "adabound": "AdaBound"},
 }
 
 
@@ -289,6 +291,20 @@ def _with(name: str, key: str, fmt: str) -> Callable[[Params], tuple[str, set[st
     return label
 
 
+def _dual_cutout(p: Params) -> tuple[str, set[str]]:
+    """The seeds' "dual-cutout 16 (alpha=0.1)"."""
+    size, alpha = _get(p, "aug.dual_cutout.size"), _get(p, "aug.dual_cutout.alpha")
+    text = "dual-cutout" + (f" {size}" if size else "") + (f" (alpha={alpha})" if alpha else "")
+    return text, {"aug.dual_cutout.size", "aug.dual_cutout.alpha"}
+
+
+
+def _ricap(p: Params) -> tuple[str, set[str]]:
+    """"RICAP (beta=0.3)", and ", random crop" for the seeds' rows that keep the crop."""
+    text, keys = _with("RICAP", "aug.ricap.beta", " (beta={})")(p)
+    return text + (", random crop" if _get(p, "aug.random_crop") == "True" else ""), keys | {"aug.random_crop"}
+
+
 AUGS: dict[str, Callable[[Params], tuple[str, set[str]]]] = {
     "standard": lambda p: ("", set()),
     "none": lambda p: ("no augmentation", set()),
@@ -296,11 +312,13 @@ AUGS: dict[str, Callable[[Params], tuple[str, set[str]]]] = {
     "random_erasing": lambda p: ("RandomErasing", set()),
     "mixup": _with("Mixup", "aug.mixup.alpha", " (alpha={})"),
     "cutmix": _with("CutMix", "aug.cutmix.alpha", " (alpha={})"),
-    "ricap": _with("RICAP", "aug.ricap.beta", " (beta={})"),
+    "ricap": _ricap,
     "autoaugment": lambda p: ("AutoAugment", set()),
     "randaugment": lambda p: ("RandAugment", set()),
     "label_smoothing": _with("label smoothing", "aug.label_smoothing.epsilon", " ({})"),
+    "dual_cutout": _dual_cutout,
 }
+
 
 
 def aug_label(params: Params) -> tuple[str, set[str]]:

@@ -334,6 +334,11 @@ def test_model_and_augmentation_labels():
         "ResNet-preact-20, Cutout 12, Mixup (alpha=0.5)"
     assert name(aug="random_erasing") == "ResNet-preact-20, RandomErasing"
     assert name(aug="none") == "ResNet-preact-20, no augmentation"
+    assert name(aug="dual_cutout", aug__dual_cutout__size="16", aug__dual_cutout__alpha="0.1") == \
+        "ResNet-preact-20, dual-cutout 16 (alpha=0.1)"
+    assert name(aug="ricap", aug__ricap__beta="0.3", aug__random_crop="True") == \
+        "ResNet-preact-20, RICAP (beta=0.3), random crop"
+    assert name(aug="ricap", aug__ricap__beta="0.3", aug__random_crop="False") == "ResNet-preact-20, RICAP (beta=0.3)"
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
