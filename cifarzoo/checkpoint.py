@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+CHECKPOINT_FILE = "checkpoint.pt"  # in the run's output dir
+
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
     """Write to a temp file in the same directory, fsync, then rename over `path`."""

@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 from cifarzoo.errors import ConfigError
 
 GROUPS = ("model", "aug", "optim", "sched", "data", "precision")
-# Keys that say where things are, not what is trained: left out of `config_hash`.
-_LOCATION_KEYS = (("tracking",), ("data", "root"), ("data", "download"), ("seed",))
+# Keys that say where things are or how a sweep is driven, not what is trained: left out of `config_hash`.
+_LOCATION_KEYS = (("tracking",), ("data", "root"), ("data", "download"), ("seed",), ("plan",), ("rerun_failed",))
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:

@@ -12,17 +12,17 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cifarzoo import checkpoint
+from cifarzoo.checkpoint import CHECKPOINT_FILE
 from cifarzoo.build import build_run
 from cifarzoo.config import GROUPS, choice_name, config_hash, flatten, list_choices
 from cifarzoo.errors import ConfigError
 from cifarzoo.loop import Diverged, Interrupted, Trainer
 from cifarzoo.models import count_parameters
 from cifarzoo.paths import REPO_DIR, default_tracking_uri
-from cifarzoo.tracking import Tracker
+from cifarzoo.sweep import Decision, decide, write_outcome
+from cifarzoo.tracking import RUN_FILE, Tracker, check_reachable
 
 log = logging.getLogger("cifarzoo")
-
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @dataclass
@@ -53,38 +53,84 @@ class RunContext:
 
 
 def main(cfg: DictConfig) -> float:
-    """Hydra task: bad configuration exits with one line on stderr, before any training."""
+    """Hydra task: bad configuration exits with one line on stderr, before any training. In a
+    multirun, a run that fails is recorded (MLflow FAILED + its outcome) and the sweep goes on;
+    the end-of-sweep summary counts it and makes the sweep exit non-zero."""
+    ctx = RunContext.from_hydra()
     try:
-        return train(cfg, RunContext.from_hydra())
+        return train(cfg, ctx)
     except ConfigError as error:
         print(f"cifarzoo: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Exception:
+        if not ctx.sweep:
+            raise
+        log.exception("run failed; the sweep goes on")
+        return math.nan
 
 
 def train(cfg: DictConfig, ctx: RunContext) -> float:
-    """Train one configuration; return the test error (%) at the last epoch (NaN if diverged)."""
-    run = build_run(cfg)
-    parts, model = run.parts, run.parts.model
+    """Train one configuration; return the test error (%) at the last epoch (NaN if diverged,
+    failed before, or only planned)."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     chash = config_hash(resolved)
-    ckpt_path = ctx.output_dir / CHECKPOINT_FILE
+    uri = cfg.tracking.uri or default_tracking_uri()
+    check_reachable(uri)
+    decision = _decide(cfg, ctx, uri, chash)
+    if cfg.get("plan", False):
+        print(f"plan: {decision.action:6s} {' '.join(ctx.overrides) or '(defaults)'}: {decision.reason}", flush=True)
+        write_outcome(ctx.output_dir, f"plan-{decision.action}", decision.reason)
+        return math.nan
+    if decision.action == "skip":
+        log.info("skipped: %s", decision.reason)
+        write_outcome(ctx.output_dir, "skipped-failed" if decision.failed_before else "skipped", decision.reason)
+        return decision.test_error
+    run_dir = decision.output_dir or ctx.output_dir
+    try:
+        error = _train_in(cfg, ctx, run_dir, resolved, chash, uri)
+    except SystemExit as stop:  # a stop signal after a checkpoint: rerunning resumes it
+        write_outcome(ctx.output_dir, "interrupted", f"exit {stop.code}")
+        raise
+    except BaseException as failure:
+        write_outcome(ctx.output_dir, "failed", f"{type(failure).__name__}: {failure}")
+        raise
+    outcome = "failed" if math.isnan(error) else ("resumed" if decision.action == "resume" else "finished")
+    write_outcome(ctx.output_dir, outcome, decision.reason)
+    return error
+
+
+def _decide(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> Decision:
+    """Resume in place when the job's own dir holds a run (a rerun or a SLURM requeue); else ask
+    the experiment whether this configuration and seed ran before."""
+    if (ctx.output_dir / CHECKPOINT_FILE).exists() or (ctx.output_dir / RUN_FILE).exists():
+        return Decision("resume", f"resumes in {ctx.output_dir}")
+    from mlflow.tracking import MlflowClient
+
+    return decide(MlflowClient(tracking_uri=uri), cfg.tracking.experiment, chash, cfg.seed,
+                  bool(cfg.get("rerun_failed", False)))
+
+
+def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, chash: str, uri: str) -> float:
+    run = build_run(cfg)
+    parts, model = run.parts, run.parts.model
+    ckpt_path = run_dir / CHECKPOINT_FILE
     state = checkpoint.load(ckpt_path)
     if state is not None and state.get("config_hash") != chash:
-        raise ConfigError("hydra.run.dir", "holds a checkpoint of a different configuration; use a fresh output dir", str(ctx.output_dir))
+        raise ConfigError("hydra.run.dir", "holds a checkpoint of a different configuration; use a fresh output dir", str(run_dir))
 
     num_params = count_parameters(model)
     params = {**flatten(resolved), **ctx.choices, "model.num_params": str(num_params)}
     tracker = Tracker.open(
-        uri=cfg.tracking.uri or default_tracking_uri(),
+        uri=uri,
         experiment=cfg.tracking.experiment,
-        output_dir=ctx.output_dir,
+        output_dir=run_dir,
         run_name=(",".join(ctx.overrides) or "default")[:250],
         params=params,
         tags={
             "overrides": " ".join(ctx.overrides),
             "config_hash": chash,
             "sweep": ctx.sweep,
-            "output_dir": str(ctx.output_dir),
+            "output_dir": str(run_dir),
             **_git_commit(),
         },
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
@@ -100,7 +146,7 @@ def train(cfg: DictConfig, ctx: RunContext) -> float:
         log.info("resuming from %s at epoch %d, step %d", ckpt_path, trainer.epoch, trainer.step)
     log.info(
         "%s: %s (%.2fM params), %s %d train / %d test on %s, run %s",
-        ctx.output_dir, type(model).__name__, num_params / 1e6, run.dataset.name,
+        run_dir, type(model).__name__, num_params / 1e6, run.dataset.name,
         parts.data.num_train, len(parts.data.test_x), run.device, tracker.run_id,
     )
     return _fit(trainer, tracker)

@@ -48,6 +48,19 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, with one line naming the URI, when an http(s) tracking server does not answer
+    (MLflow's own client would retry for minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+    except requests.RequestException as error:
+        raise ConfigError("tracking.uri", f"no MLflow tracking server answers there ({type(error).__name__})", uri) from None
+
+
 def connect(uri: str, experiment: str) -> tuple[MlflowClient, str]:
     """A client and the experiment's id, creating the store's schema and the experiment once,
     whatever the concurrency (the client builds a fresh sqlite schema when constructed)."""
