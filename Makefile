@@ -12,7 +12,7 @@ DATA_ROOT  ?=
 DEMO_ARGS  ?= data.train_size=2000 data.test_size=1000 train.epochs=3 aug=standard,none seed=1,2,3
 EXPERIMENT ?= demo
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo serve test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ demo: install
 	$(PY) run.py -m data=$(DATA) data.download=true $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) \
 		tracking.experiment=$(EXPERIMENT) $(DEMO_ARGS)
 	$(PY) -m cifarzoo.runs --experiment $(EXPERIMENT)
+
+serve: install  ## MLflow server for cluster sweeps: HOST=0.0.0.0 PORT=5000 (runs: tracking.uri=http://host:port)
+	$(PY) -m cifarzoo.tracking serve --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),5000)
 
 test: install
 	$(PY) -m pytest -q

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cifarzoo import checkpoint
 from cifarzoo.checkpoint import CHECKPOINT_FILE
@@ -57,6 +57,7 @@ def main(cfg: DictConfig) -> float:
     multirun, a run that fails is recorded (MLflow FAILED + its outcome) and the sweep goes on;
     the end-of-sweep summary counts it and makes the sweep exit non-zero."""
     ctx = RunContext.from_hydra()
+    _pin_gpu(cfg)
     try:
         return train(cfg, ctx)
     except ConfigError as error:
@@ -67,6 +68,22 @@ def main(cfg: DictConfig) -> float:
             raise
         log.exception("run failed; the sweep goes on")
         return math.nan
+
+
+def _pin_gpu(cfg: DictConfig) -> None:
+    """Under `hydra/launcher=local_parallel`, job k trains on visible GPU k mod #GPUs. joblib reuses
+    its worker processes, so a device index (not CUDA_VISIBLE_DEVICES, fixed once CUDA starts in a
+    worker) is what can differ from job to job."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.get()
+    if "joblib" not in str(hc.launcher.get("_target_", "")) or cfg.train.device not in ("auto", "cuda"):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        with open_dict(cfg):
+            cfg.train.device = f"cuda:{hc.job.num % torch.cuda.device_count()}"
 
 
 def train(cfg: DictConfig, ctx: RunContext) -> float:

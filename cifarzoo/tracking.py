@@ -5,11 +5,14 @@ fresh database never race on its schema or create the experiment twice."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import json
 import logging
+import os
 import re
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,3 +176,40 @@ def _previous_run(client: MlflowClient, run_file: Path, uri: str, experiment_id:
     return run
 
 
+
+
+def serve_command(host: str, port: int, backend_store_uri: str, artifacts: Path, workers: int) -> list[str]:
+    """`mlflow server` for a cluster: jobs log over http, one process owns the sqlite file."""
+    return [
+        sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+        "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(artifacts),
+        "--workers", str(workers),
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from cifarzoo.paths import outputs_dir
+
+    parser = argparse.ArgumentParser(
+        prog="python -m cifarzoo.tracking",
+        description="serve: start an MLflow tracking server; runs reach it with tracking.uri=http://HOST:PORT",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start `mlflow server` (bound to 127.0.0.1 unless --host says otherwise)")
+    serve.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept jobs from other nodes (default %(default)s)")
+    serve.add_argument("--port", type=int, default=5000)
+    serve.add_argument("--backend-store-uri", default=f"sqlite:///{outputs_dir() / 'mlflow.db'}",
+                       help="sqlite:///... or a database URI such as postgresql://... (default %(default)s)")
+    serve.add_argument("--artifacts", type=Path, default=outputs_dir() / "mlartifacts")
+    serve.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args(argv)
+    db = sqlite_path(args.backend_store_uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    command = serve_command(args.host, args.port, args.backend_store_uri, args.artifacts, args.workers)
+    print(f"cifarzoo: MLflow server for runs with tracking.uri=http://{args.host}:{args.port}", flush=True)
+    os.execv(command[0], command)  # the server replaces this process: signals reach it directly
+
+
+if __name__ == "__main__":
+    main()

@@ -135,3 +135,20 @@ def test_a_reinvoked_sweep_skips_what_finished_and_prints_a_summary(tmp_path):
     assert down.returncode == 2
     assert down.stderr.strip().splitlines()[-1].startswith("cifarzoo: error: tracking.uri: no MLflow tracking server")
     assert "Launching" not in down.stdout + down.stderr  # before any job started
+
+
+@pytest.mark.slow
+def test_local_parallel_launcher_runs_jobs_at_the_same_time(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"MLFLOW_TRACKING_URI": uri, "CIFARZOO_OUTPUTS": str(tmp_path / "outputs")}
+    result = run_cli(["-m", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2", "data=fake",
+                      "data.train_size=256", "data.test_size=64", "train.epochs=2", "train.batch_size=64",
+                      "train.device=cpu", "model.depth=8", "seed=1,2"], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cifarzoo sweep: 2 finished (0 resumed), 0 failed, 0 skipped" in result.stdout
+    client = MlflowClient(uri)
+    a, b = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    assert {a.info.status, b.info.status} == {"FINISHED"}
+    assert a.info.start_time < b.info.end_time and b.info.start_time < a.info.end_time  # they overlapped
