@@ -117,7 +117,8 @@ def test_rerun_of_finished_run_reuses_it_without_logging_twice(make_run, client)
 def test_resume_from_mid_run_checkpoint_gives_identical_results(make_run, client, tmp_path):
     """Run 3 epochs straight; separately run 3 epochs but stop after epoch 1 by raising
     from the epoch callback (the process 'dies'), then rerun in the same dir."""
-    cfg, ctx = make_run("model.depth=8", "train.epochs=3", out="straight")
+    # Its own experiment: in the same one, the second run would be skipped as FINISHED before.
+    cfg, ctx = make_run("model.depth=8", "train.epochs=3", "tracking.experiment=straight", out="straight")
     straight = train(cfg, ctx)
 
     cfg, ctx = make_run("model.depth=8", "train.epochs=3", out="resumed")
@@ -137,7 +138,7 @@ def test_resume_from_mid_run_checkpoint_gives_identical_results(make_run, client
     resumed = train(cfg, ctx)
     assert resumed == straight
     runs = {r.data.tags["output_dir"]: r for r in client.search_runs(
-        [client.get_experiment_by_name("test").experiment_id])}
+        [client.get_experiment_by_name(name).experiment_id for name in ("test", "straight")])}
     assert len(runs) == 2
     for key in EXPECTED_METRICS - {"epoch_time_s", "images_per_s"}:
         a = client.get_metric_history(runs[str(tmp_path / "straight")].info.run_id, key)
