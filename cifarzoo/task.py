@@ -20,7 +20,7 @@ from cifarzoo.loop import Diverged, Interrupted, Trainer
 from cifarzoo.models import count_parameters
 from cifarzoo.paths import REPO_DIR, default_tracking_uri
 from cifarzoo.sweep import Decision, decide, write_outcome
-from cifarzoo.tracking import RUN_FILE, Tracker, check_reachable
+from cifarzoo.tracking import RUN_FILE, Tracker, check_reachable, sqlite_path
 
 log = logging.getLogger("cifarzoo")
 
@@ -121,6 +121,9 @@ def _decide(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> Decision:
     the experiment whether this configuration and seed ran before."""
     if (ctx.output_dir / CHECKPOINT_FILE).exists() or (ctx.output_dir / RUN_FILE).exists():
         return Decision("resume", f"resumes in {ctx.output_dir}")
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():  # no store yet: nothing ran (and nothing is created here)
+        return Decision("run", "new")
     from mlflow.tracking import MlflowClient
 
     return decide(MlflowClient(tracking_uri=uri), cfg.tracking.experiment, chash, cfg.seed,
