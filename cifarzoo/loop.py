@@ -38,8 +38,22 @@ class Interrupted(Exception):
         self.signum = signum
 
 
+class Requeued(Interrupted):
+    """The signal's previous handler took over after the checkpoint and ended the process: in a
+    SLURM job, submitit's timeout/preemption handler, which has requeued the job. The run goes
+    on in the requeued job (same overrides, same output dir), resuming from the checkpoint."""
+
+    def __init__(self, signum: int, code: Any) -> None:
+        Exception.__init__(self, f"{signal.Signals(signum).name} after writing a checkpoint: "
+                                 "handed to the job's own handler, which requeued the job")
+        self.signum, self.code = signum, code
+
+
 class StopSignals:
-    """Turns SIGTERM/SIGUSR1/SIGUSR2 into a flag the loop checks between steps."""
+    """Turns SIGTERM/SIGUSR1/SIGUSR2 into a flag the loop checks between steps.
+
+    A handler installed before ours (submitit's, in a SLURM job) gets the signal after the
+    checkpoint is written (`hand_over`); plain runs have the default handlers: nothing changes."""
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -47,6 +61,20 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signum
+
+    def hand_over(self) -> None:
+        """Call the previous Python handler of the received signal, if there is one. If it ends
+        the process (SystemExit: submitit has requeued the job), raise `Requeued` instead; if it
+        returns (submitit logs and ignores SIGTERM), the caller stops as for a plain run."""
+        signum = self.received
+        previous = self._previous.get(signum) if signum is not None else None
+        if not callable(previous):  # SIG_DFL / SIG_IGN / None (not installed from Python)
+            return
+        log.info("handing %s to the handler installed before the loop's", signal.Signals(signum).name)
+        try:
+            previous(signum, None)
+        except SystemExit as exit_:
+            raise Requeued(signum, exit_.code) from None
 
     def __enter__(self) -> StopSignals:
         try:
@@ -192,6 +220,7 @@ class Trainer:
                 self.epoch_train_s += time.perf_counter() - start
                 self.elapsed_s += time.perf_counter() - start
                 self.save()
+                stop.hand_over()
                 raise Interrupted(stop.received)
         if data.device.type == "cuda":
             torch.cuda.synchronize(data.device)

@@ -16,7 +16,7 @@ from cifarzoo.checkpoint import CHECKPOINT_FILE
 from cifarzoo.build import build_run
 from cifarzoo.config import GROUPS, choice_name, config_hash, flatten, list_choices
 from cifarzoo.errors import ConfigError
-from cifarzoo.loop import Diverged, Interrupted, Trainer
+from cifarzoo.loop import Diverged, Interrupted, Requeued, Trainer
 from cifarzoo.models import count_parameters
 from cifarzoo.paths import REPO_DIR, default_tracking_uri
 from cifarzoo.sweep import Decision, decide, write_outcome
@@ -179,6 +179,10 @@ def _fit(trainer: Trainer, tracker: Tracker) -> float:
         log.warning("run diverged: %s; marked FAILED", error)
         tracker.fail("diverged", diverged_epoch=str(error.epoch))
         return math.nan
+    except Requeued as error:  # SLURM: submitit requeued the job, which resumes this run: it stays RUNNING
+        tracker.requeued(str(error))
+        log.warning("%s; the requeued job resumes from the checkpoint", error)
+        raise SystemExit(error.code) from None
     except Interrupted as error:
         tracker.interrupted(str(error))
         log.warning("%s; rerun with the same output dir to resume", error)

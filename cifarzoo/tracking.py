@@ -156,6 +156,10 @@ class Tracker:
             self.client.set_tag(self.run_id, key, value)
         self.client.set_terminated(self.run_id, "FAILED")
 
+    def requeued(self, reason: str) -> None:
+        """The job was requeued and will resume this run: it stays RUNNING."""
+        self.client.set_tag(self.run_id, "requeued", reason)
+
     def interrupted(self, reason: str) -> None:
         self.client.set_tag(self.run_id, "interrupted", reason)
         self.client.set_terminated(self.run_id, "KILLED")
