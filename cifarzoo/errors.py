@@ -10,6 +10,11 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {rule}{got}")
 
 
+def is_int(value: object) -> bool:
+    """An int that is not a bool (YAML `true` must not pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def require(condition: bool, key: str, rule: str, value: object = None) -> None:
     if not condition:
         raise ConfigError(key, rule, value)

@@ -28,13 +28,9 @@ from collections.abc import Sequence
 
 import torch
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, require
 
 WARMUPS = ("none", "linear", "exponential")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class Schedule:
@@ -45,7 +41,7 @@ class Schedule:
 
     def __init__(self, warmup: str = "none", warmup_epochs: int = 0) -> None:
         require(warmup in WARMUPS, "sched.warmup", "must be none, linear or exponential", warmup)
-        require(_is_int(warmup_epochs) and warmup_epochs >= 0, "sched.warmup_epochs", "must be an int >= 0", warmup_epochs)
+        require(is_int(warmup_epochs) and warmup_epochs >= 0, "sched.warmup_epochs", "must be an int >= 0", warmup_epochs)
         self.warmup, self.warmup_epochs = warmup, warmup_epochs
 
     def active_warmup_epochs(self) -> int:
@@ -146,8 +142,8 @@ class SGDR(Schedule):
         self, t0: int = 10, t_mult: int = 1, lr_min_factor: float = 0.0, warmup: str = "none", warmup_epochs: int = 0,
     ) -> None:
         super().__init__(warmup, warmup_epochs)
-        require(_is_int(t0) and t0 >= 1, "sched.t0", "must be an int >= 1 (epochs)", t0)
-        require(_is_int(t_mult) and t_mult >= 1, "sched.t_mult", "must be an int >= 1", t_mult)
+        require(is_int(t0) and t0 >= 1, "sched.t0", "must be an int >= 1 (epochs)", t0)
+        require(is_int(t_mult) and t_mult >= 1, "sched.t_mult", "must be an int >= 1", t_mult)
         self.t0, self.t_mult = t0, t_mult
         self.lr_min_factor = _check_floor(lr_min_factor)
         self._ends: dict[int, list[int]] = {}

@@ -9,11 +9,7 @@ import torch
 
 from cifarzoo.aug.base import FloatBlock
 from cifarzoo.aug.boxes import box_mask, randint_below, uniform
-from cifarzoo.errors import require
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+from cifarzoo.errors import is_int, require
 
 
 class Cutout(FloatBlock):
@@ -24,7 +20,7 @@ class Cutout(FloatBlock):
 
     def __init__(self, size: int = 16, prob: float = 1.0, cut_inside: bool = False, mask_color: float = 0.0,
                  key: str = "aug.cutout") -> None:
-        require(_is_int(size) and size >= 1, f"{key}.size", "must be an int >= 1", size)
+        require(is_int(size) and size >= 1, f"{key}.size", "must be an int >= 1", size)
         require(0.0 <= prob <= 1.0, f"{key}.prob", "must be in [0, 1]", prob)
         require(isinstance(cut_inside, bool), f"{key}.cut_inside", "must be true or false", cut_inside)
         self.size, self.prob, self.cut_inside, self.mask_color = size, prob, cut_inside, float(mask_color)
@@ -60,7 +56,7 @@ class RandomErasing(FloatBlock):
         require(0.0 < low <= high <= 1.0, f"{key}.area_ratio_range", "must be [low, high] with 0 < low <= high <= 1",
                 list(area_ratio_range))
         require(0.0 < min_aspect_ratio <= 1.0, f"{key}.min_aspect_ratio", "must be in (0, 1]", min_aspect_ratio)
-        require(_is_int(max_attempt) and max_attempt >= 1, f"{key}.max_attempt", "must be an int >= 1", max_attempt)
+        require(is_int(max_attempt) and max_attempt >= 1, f"{key}.max_attempt", "must be an int >= 1", max_attempt)
         self.prob, self.area_ratio_range = prob, (low, high)
         self.aspect_range = (min_aspect_ratio, 1 / min_aspect_ratio)
         self.max_attempt = max_attempt

@@ -22,7 +22,7 @@ import torch
 
 from cifarzoo.aug import ops
 from cifarzoo.aug.base import Block
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, require
 
 # Each op as torchvision's AutoAugment applies it, given its signed magnitude per image.
 OPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -180,10 +180,10 @@ class RandAugment(_Policy):
 
     def __init__(self, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31) -> None:
         super().__init__()
-        require(_is_int(num_ops) and num_ops >= 1, "aug.randaugment.num_ops", "must be an int >= 1", num_ops)
-        require(_is_int(num_magnitude_bins) and num_magnitude_bins >= 2, "aug.randaugment.num_magnitude_bins",
+        require(is_int(num_ops) and num_ops >= 1, "aug.randaugment.num_ops", "must be an int >= 1", num_ops)
+        require(is_int(num_magnitude_bins) and num_magnitude_bins >= 2, "aug.randaugment.num_magnitude_bins",
                 "must be an int >= 2", num_magnitude_bins)
-        require(_is_int(magnitude) and 0 <= magnitude < num_magnitude_bins, "aug.randaugment.magnitude",
+        require(is_int(magnitude) and 0 <= magnitude < num_magnitude_bins, "aug.randaugment.magnitude",
                 f"must be an int in [0, num_magnitude_bins - 1 = {num_magnitude_bins - 1}]", magnitude)
         self.num_ops, self.magnitude, self.num_bins = num_ops, magnitude, num_magnitude_bins
 
@@ -193,7 +193,3 @@ class RandAugment(_Policy):
         op = torch.randint(len(self.op_names), shape, device=device, generator=generator)
         magnitudes = self._signed_magnitudes(images, op, torch.full_like(op, self.magnitude), generator)
         return Plan(op, magnitudes, torch.ones(shape, dtype=torch.bool, device=device))
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

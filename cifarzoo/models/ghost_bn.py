@@ -29,16 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarzoo.errors import require
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+from cifarzoo.errors import is_int, require
 
 
 def check_ghost_batch_size(ghost_batch_size: object, batch_size: int) -> None:
     """ConfigError (key `train.ghost_batch_size`) unless it is a positive int dividing `batch_size`."""
-    require(_is_positive_int(ghost_batch_size), "train.ghost_batch_size", "must be an int >= 1", ghost_batch_size)
+    require(is_int(ghost_batch_size) and ghost_batch_size >= 1, "train.ghost_batch_size", "must be an int >= 1", ghost_batch_size)
     require(
         batch_size % ghost_batch_size == 0,
         "train.ghost_batch_size",
@@ -72,7 +68,7 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, device=None, dtype=None, *, ghost_batch_size: int) -> None:
-        if not _is_positive_int(ghost_batch_size):
+        if not (is_int(ghost_batch_size) and ghost_batch_size >= 1):
             raise ValueError(f"ghost_batch_size must be an int >= 1 (got {ghost_batch_size!r})")
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
         self.ghost_batch_size = ghost_batch_size
@@ -171,7 +167,7 @@ def use_ghost_batch_norm(model: nn.Module, ghost_batch_size: int) -> nn.Module:
     TypeError rather than being silently replaced. Hooks registered on the replaced layers are
     not carried over.
     """
-    if not _is_positive_int(ghost_batch_size):
+    if not (is_int(ghost_batch_size) and ghost_batch_size >= 1):
         raise ValueError(f"ghost_batch_size must be an int >= 1 (got {ghost_batch_size!r})")
     converted: dict[int, nn.Module] = {}  # a layer shared by several parents is replaced once
 

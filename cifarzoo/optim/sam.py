@@ -37,11 +37,12 @@ class SharpnessAware(torch.optim.Optimizer):
     def ascent(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Move every parameter with a gradient to w + e; return the (parameter, e) pairs."""
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
-        scaled = [self._scale(p) * p.grad for p in params]
+        scales = [self._scale(p) for p in params]
+        scaled = [t * p.grad for t, p in zip(scales, params)]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(s.float()) for s in scaled]))
         moves = []
-        for p, s in zip(params, scaled):
-            e = (self._scale(p) * s * (self.rho / (norm + 1e-12))).to(p.dtype)
+        for p, t, s in zip(params, scales, scaled):
+            e = (t * s * (self.rho / (norm + 1e-12))).to(p.dtype)
             p.add_(e)
             moves.append((p, e))
         return moves
