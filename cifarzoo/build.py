@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
+from torch.nn.parallel import DistributedDataParallel
 
 from cifarzoo.config import build
 from cifarzoo.data import DeviceData, ImageDataset
+from cifarzoo.distributed import Ranks
 from cifarzoo.errors import require
 from cifarzoo.loop import LoopSettings, Parts
 from cifarzoo.models.ghost_bn import check_ghost_batch_size, use_ghost_batch_norm
@@ -19,6 +22,8 @@ class BuiltRun:
     parts: Parts
     dataset: ImageDataset
     device: torch.device
+    num_train: int  # images trained on per epoch, over all ranks
+    num_test: int
 
 
 def loop_settings(cfg: DictConfig) -> LoopSettings:
@@ -30,21 +35,40 @@ def loop_settings(cfg: DictConfig) -> LoopSettings:
     return LoopSettings(t.epochs, t.batch_size, t.eval_every, t.eval_batch_size, t.checkpoint_every)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, ranks: Ranks = Ranks()) -> torch.device:
+    """`train.device` as a torch device; in a data-parallel run on GPUs, the rank's own GPU."""
     require(name in ("auto", "cpu", "cuda") or str(name).startswith("cuda:"), "train.device", "must be auto, cpu or cuda", name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     require(name == "cpu" or torch.cuda.is_available(), "train.device", "asks for CUDA but no CUDA device is visible", name)
+    if ranks.world_size > 1 and name != "cpu":
+        require(name == "cuda", "train.device", "must be auto or cuda in a data-parallel run (each rank takes "
+                "the GPU of its local rank)", name)
+        return ranks.cuda_device()
     return torch.device(name)
 
 
-def build_run(cfg: DictConfig) -> BuiltRun:
-    """Seed, build and validate every part; load the data onto the training device."""
+def rank_seed(seed: int, rank: int) -> int:
+    """Rank 0 keeps the run's seed (a one-process run is unchanged); other ranks draw their own
+    augmentation and dropout randomness from a hash of (seed, rank), kept to 32 bits because
+    torch's CPU generator ignores the higher ones."""
+    if rank == 0:
+        return seed
+    return int.from_bytes(hashlib.sha256(f"{seed}:{rank}".encode()).digest()[:4], "little")
+
+
+def build_run(cfg: DictConfig, ranks: Ranks = Ranks()) -> BuiltRun:
+    """Seed, build and validate every part; load the rank's share of the data onto its device."""
     settings = loop_settings(cfg)
-    device = resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.train.device, ranks)
+    world = ranks.world_size
+    require(settings.batch_size % world == 0, "train.batch_size",
+            f"must be divisible by the number of processes {world} (it is the global batch size)", settings.batch_size)
+    local_batch = settings.batch_size // world
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     dataset = build(cfg.data)
     model = build(cfg.model, in_channels=dataset.channels, num_classes=dataset.num_classes)
+    torch.manual_seed(rank_seed(cfg.seed, ranks.rank))
     aug, optimizer_factory, schedule = build(cfg.aug), build(cfg.optim), build(cfg.sched)
     precision = build(cfg.precision)
     t = cfg.train
@@ -54,11 +78,15 @@ def build_run(cfg: DictConfig) -> BuiltRun:
             f"{type(precision).__name__}'s GradScaler cannot step optim={type(optimizer_factory).__name__}, which "
             "evaluates the loss twice per step; use amp_bf16, fp16 or fp32")
     if t.ghost_batch_size is not None:
-        check_ghost_batch_size(t.ghost_batch_size, settings.batch_size)
+        check_ghost_batch_size(t.ghost_batch_size, local_batch,
+                               "train.batch_size" if world == 1 else f"the per-process batch train.batch_size/{world}")
         model = use_ghost_batch_norm(model, t.ghost_batch_size)
     splits = dataset.load()
     n = len(splits.train_x)
-    require(settings.batch_size <= n, "train.batch_size", f"must be at most the training-set size {n}", settings.batch_size)
+    require(settings.batch_size <= n // world * world, "train.batch_size",
+            f"must be at most the training-set size {n // world * world}", settings.batch_size)
+    num_test = len(splits.test_x)
+    splits = splits.shard(ranks.rank, world)
 
     channels_last = device.type == "cuda" if t.channels_last is None else t.channels_last
     data = DeviceData(splits, dataset.mean, dataset.std, device, dataset.num_classes, channels_last)
@@ -67,9 +95,14 @@ def build_run(cfg: DictConfig) -> BuiltRun:
     model = precision.prepare(model.to(device))
     precision.setup(device)
     optimizer = optimizer_factory.build(model, settings.batch_size)
-    scheduler = schedule.build(optimizer, n // settings.batch_size, settings.epochs)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    scheduler = schedule.build(optimizer, data.num_train // local_batch, settings.epochs)
+    generator = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, ranks.rank))
     forward = torch.compile(model) if t.compile else None
+    # DDP around the (compiled) model, for training only: evaluation runs each rank's plain model on
+    # its test shard, where DDP's per-forward buffer broadcast would need equal shards.
+    train_forward = None
+    if world > 1:
+        train_forward = DistributedDataParallel(forward or model, device_ids=[device] if device.type == "cuda" else None)
     parts = Parts(settings, model, data, aug, optimizer, scheduler, precision, generator, optimizer_factory.grad_clip,
-                  forward)
-    return BuiltRun(parts, dataset, device)
+                  forward, ranks, train_forward)
+    return BuiltRun(parts, dataset, device, data.num_train * world, num_test)

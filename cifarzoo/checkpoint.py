@@ -30,9 +30,11 @@ def load(path: Path) -> dict[str, Any] | None:
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Python's, torch's and `generator`'s random state, plus the default CUDA generator of
+    `generator`'s GPU (only that one: a data-parallel rank must not touch the other GPUs)."""
     state = {"python": random.getstate(), "torch": torch.get_rng_state(), "data": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(generator.device)
     return state
 
 
@@ -40,5 +42,10 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
     random.setstate(state["python"])
     torch.set_rng_state(state["torch"])
     generator.set_state(state["data"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and generator.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], generator.device)
+
+
+def world_size(state: dict[str, Any]) -> int:
+    """How many processes trained the run that wrote `state`."""
+    return len(state["ranks"])

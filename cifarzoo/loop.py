@@ -1,6 +1,8 @@
 """The training loop: epochs over device-resident data, evaluation, checkpoints, resume.
 
-It knows nothing of Hydra or MLflow: results leave through the `on_epoch` callback."""
+It knows nothing of Hydra or MLflow: results leave through the `on_epoch` callback. In a
+data-parallel run every rank runs it on its shard; metrics are summed over ranks, so every rank
+reports (and stops on) the same numbers, and rank 0 writes the checkpoint with every rank's state."""
 
 from __future__ import annotations
 
@@ -19,11 +21,15 @@ import torch.nn.functional as F
 from cifarzoo import checkpoint
 from cifarzoo.aug import Recipe
 from cifarzoo.data import DeviceData
+from cifarzoo.distributed import Ranks
 from cifarzoo.precision import Precision
 
 log = logging.getLogger("cifarzoo")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# Data-parallel ranks agree on a stop signal every this many steps (and at each epoch's last step):
+# one tiny all-reduce and host sync, where a one-process run checks a Python flag every step.
+STOP_CHECK_EVERY = 10
 
 
 class Diverged(Exception):
@@ -114,6 +120,8 @@ class Parts:
     generator: torch.Generator
     grad_clip: float | None = None
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the model compiled, or None: the model
+    ranks: Ranks = Ranks()
+    train_forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # DDP-wrapped forward, or None: forward
 
 
 class Trainer:
@@ -123,51 +131,68 @@ class Trainer:
         self.optimizer, self.scheduler, self.precision = parts.optimizer, parts.scheduler, parts.precision
         self.settings, self.generator, self.grad_clip = parts.settings, parts.generator, parts.grad_clip
         self.forward = parts.model if parts.forward is None else parts.forward
+        self.train_forward = self.forward if parts.train_forward is None else parts.train_forward
+        self.ranks = parts.ranks
         self.checkpoint_path, self.checkpoint_extra, self.on_epoch = checkpoint_path, checkpoint_extra, on_epoch
         data, optimizer, settings = parts.data, parts.optimizer, parts.settings
-        self.steps_per_epoch = data.num_train // settings.batch_size
+        self.local_batch = settings.batch_size // self.ranks.world_size  # data.* is this rank's shard
+        self.steps_per_epoch = data.num_train // self.local_batch
         # Progress: completed epochs, and the position inside the current one.
         self.epoch, self.step = 0, 0
         self.perm: torch.Tensor | None = None
-        self.sums = torch.zeros(2, dtype=torch.float64, device=data.device)  # loss sum, correct
+        self.sums = torch.zeros(2, dtype=torch.float64, device=data.device)  # this rank's loss sum, correct
         self.lr = optimizer.param_groups[0]["lr"]
         self.epoch_train_s = 0.0
         self.elapsed_s = 0.0
         self.final: dict[str, float] | None = None
 
     # -- checkpoints -----------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def rank_state(self) -> dict[str, Any]:
+        """What differs between ranks: random streams, the shard's permutation, running sums."""
+        return {
+            "rng": checkpoint.rng_state(self.generator),
+            "perm": None if self.perm is None else self.perm.cpu(),
+            "sums": self.sums.cpu(),
+        }
+
+    def state_dict(self, rank_states: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The checkpoint: rank 0's model and optimizer (the same on every rank), progress, and
+        every rank's `rank_state` (default: this process's alone)."""
         return {
             **self.checkpoint_extra,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "precision": self.precision.state_dict(),
-            "rng": checkpoint.rng_state(self.generator),
             "epoch": self.epoch,
             "step": self.step,
-            "perm": None if self.perm is None else self.perm.cpu(),
-            "sums": self.sums.cpu(),
             "lr": self.lr,
             "epoch_train_s": self.epoch_train_s,
             "elapsed_s": self.elapsed_s,
             "final": self.final,
+            "ranks": [self.rank_state()] if rank_states is None else rank_states,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from `state`; it must come from a run with as many processes as this one
+        (`checkpoint.world_size` says how many)."""
         device = self.data.device
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.precision.load_state_dict(state["precision"])
-        checkpoint.restore_rng(state["rng"], self.generator)
+        own = state["ranks"][self.ranks.rank]
+        checkpoint.restore_rng(own["rng"], self.generator)
+        self.perm = None if own["perm"] is None else own["perm"].to(device)
+        self.sums = own["sums"].to(device)
         self.epoch, self.step, self.lr = state["epoch"], state["step"], state["lr"]
-        self.perm = None if state["perm"] is None else state["perm"].to(device)
-        self.sums = state["sums"].to(device)
         self.epoch_train_s, self.elapsed_s, self.final = state["epoch_train_s"], state["elapsed_s"], state["final"]
 
     def save(self) -> None:
-        checkpoint.save_atomic(self.state_dict(), self.checkpoint_path)
+        """Write the checkpoint atomically (rank 0); every rank must call it, at the same step."""
+        rank_states = self.ranks.gather(self.rank_state())
+        if rank_states is not None:
+            checkpoint.save_atomic(self.state_dict(rank_states), self.checkpoint_path)
 
     # -- the loop ----------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
@@ -183,7 +208,7 @@ class Trainer:
         self._train(stop)
         epoch = self.epoch + 1
         count = self.steps_per_epoch * s.batch_size
-        loss_sum, correct = self.sums.tolist()
+        loss_sum, correct = self.ranks.sum_(self.sums.clone()).tolist()
         metrics = {
             "train_loss": loss_sum / count,
             "train_error": 100.0 * (1 - correct / count),
@@ -213,18 +238,30 @@ class Trainer:
             self.epoch_train_s = 0.0
         self.model.train()
         start = time.perf_counter()
+        b = self.local_batch
         for step in range(self.step, self.steps_per_epoch):
-            self.train_step(self.perm[step * s.batch_size : (step + 1) * s.batch_size])
+            self.train_step(self.perm[step * b : (step + 1) * b])
             self.step = step + 1
-            if stop.received is not None:
+            signum = self._stop_signal(stop)
+            if signum is not None:
                 self.epoch_train_s += time.perf_counter() - start
                 self.elapsed_s += time.perf_counter() - start
                 self.save()
                 stop.hand_over()
-                raise Interrupted(stop.received)
+                raise Interrupted(signum)
         if data.device.type == "cuda":
             torch.cuda.synchronize(data.device)
         self.epoch_train_s += time.perf_counter() - start
+
+    def _stop_signal(self, stop: StopSignals) -> int | None:
+        """The stop signal this process must act on now: its own (one process), or the one any
+        rank received, agreed every STOP_CHECK_EVERY steps so that all ranks stop at one step."""
+        if self.ranks.world_size == 1:
+            return stop.received
+        if self.step % STOP_CHECK_EVERY and self.step < self.steps_per_epoch:
+            return None
+        received = torch.tensor([stop.received or 0], device=self.data.device)
+        return int(self.ranks.max_(received).item()) or None
 
     def train_step(self, index: torch.Tensor) -> None:
         """One optimizer step on the training images at `index`, augmented on the device."""
@@ -236,7 +273,7 @@ class Trainer:
         def closure() -> torch.Tensor:  # SAM calls it twice; the first call's loss is the one reported
             self.optimizer.zero_grad(set_to_none=True)
             with self.precision.autocast():
-                loss, logits = self.aug.loss(self.forward, views, targets)
+                loss, logits = self.aug.loss(self.train_forward, views, targets)
             self.precision.backward(loss, self.optimizer, self.grad_clip)
             if not first:
                 first.append((loss.detach(), logits.detach()))
@@ -252,17 +289,18 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        """Test loss and error (%) over the whole test split, without augmentation."""
+        """Test loss and error (%) over the whole test split (each rank its shard), without augmentation."""
+        self.ranks.broadcast_buffers(self.model)
         self.model.eval()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.data.device)
-        wrong = torch.zeros((), dtype=torch.int64, device=self.data.device)
+        sums = torch.zeros(3, dtype=torch.float64, device=self.data.device)  # loss sum, wrong, count
         for images, labels in self.data.test_batches(self.settings.eval_batch_size):
             with self.precision.autocast():
                 logits = self.forward(self.data.normalize(images))
-            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-            wrong += (logits.argmax(1) != labels).sum()
-        n = len(self.data.test_x)
-        return loss_sum.item() / n, 100.0 * wrong.item() / n
+            sums[0] += F.cross_entropy(logits.float(), labels, reduction="sum")
+            sums[1] += (logits.argmax(1) != labels).sum()
+        sums[2] = len(self.data.test_x)
+        loss_sum, wrong, n = self.ranks.sum_(sums).tolist()
+        return loss_sum / n, 100.0 * wrong / n
 
 
 def _epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:

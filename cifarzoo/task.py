@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -13,10 +14,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cifarzoo import checkpoint
 from cifarzoo.checkpoint import CHECKPOINT_FILE
-from cifarzoo.build import build_run
+from cifarzoo.build import build_run, resolve_device
 from cifarzoo.config import GROUPS, choice_name, config_hash, flatten, list_choices
+from cifarzoo.distributed import Ranks, RankZeroFailed, connect
 from cifarzoo.errors import ConfigError
-from cifarzoo.loop import Diverged, Interrupted, Requeued, Trainer
+from cifarzoo.loop import Diverged, EpochCallback, Interrupted, Parts, Requeued, Trainer
 from cifarzoo.models import count_parameters
 from cifarzoo.paths import REPO_DIR, default_tracking_uri
 from cifarzoo.sweep import Decision, decide, write_outcome
@@ -59,10 +61,13 @@ def main(cfg: DictConfig) -> float:
     ctx = RunContext.from_hydra()
     _pin_gpu(cfg)
     try:
-        return train(cfg, ctx)
+        backend = "nccl" if resolve_device(cfg.train.device).type == "cuda" else "gloo"
+        return train(cfg, ctx, connect(cfg.train.distributed, backend))
     except ConfigError as error:
         print(f"cifarzoo: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except RankZeroFailed:  # rank 0 reports it
+        raise SystemExit(1) from None
     except Exception:
         if not ctx.sweep:
             raise
@@ -86,34 +91,53 @@ def _pin_gpu(cfg: DictConfig) -> None:
             cfg.train.device = f"cuda:{hc.job.num % torch.cuda.device_count()}"
 
 
-def train(cfg: DictConfig, ctx: RunContext) -> float:
+def train(cfg: DictConfig, ctx: RunContext, ranks: Ranks = Ranks()) -> float:
     """Train one configuration; return the test error (%) at the last epoch (NaN if diverged,
-    failed before, or only planned)."""
+    failed before, or only planned). In a data-parallel run every rank calls this; rank 0 decides
+    what to do and where, and alone writes the MLflow run, checkpoints and outcome."""
+    if not ranks.is_main:
+        log.setLevel(logging.WARNING)  # one progress line per epoch, rank 0's
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["train"]["world_size"] = ranks.world_size  # more processes = smaller per-process BN batches
     chash = config_hash(resolved)
     uri = cfg.tracking.uri or default_tracking_uri()
-    check_reachable(uri)
-    decision = _decide(cfg, ctx, uri, chash)
+    decision, run_dir = ranks.from_main(lambda: _decide_where(cfg, ctx, uri, chash))
+    if not ranks.is_main and run_dir != ctx.output_dir:
+        _remove_launcher_dir(ctx.output_dir)
+    record = write_outcome if ranks.is_main else lambda *args: None
     if cfg.get("plan", False):
-        print(f"plan: {decision.action:6s} {' '.join(ctx.overrides) or '(defaults)'}: {decision.reason}", flush=True)
-        write_outcome(ctx.output_dir, f"plan-{decision.action}", decision.reason)
+        if ranks.is_main:
+            print(f"plan: {decision.action:6s} {' '.join(ctx.overrides) or '(defaults)'}: {decision.reason}", flush=True)
+        record(ctx.output_dir, f"plan-{decision.action}", decision.reason)
         return math.nan
     if decision.action == "skip":
         log.info("skipped: %s", decision.reason)
-        write_outcome(ctx.output_dir, "skipped-failed" if decision.failed_before else "skipped", decision.reason)
+        record(ctx.output_dir, "skipped-failed" if decision.failed_before else "skipped", decision.reason)
         return decision.test_error
-    run_dir = decision.output_dir or ctx.output_dir
     try:
-        error = _train_in(cfg, ctx, run_dir, resolved, chash, uri)
+        error = _train_in(cfg, ctx, run_dir, resolved, chash, uri, ranks)
     except SystemExit as stop:  # a stop signal after a checkpoint: rerunning resumes it
-        write_outcome(ctx.output_dir, "interrupted", f"exit {stop.code}")
+        record(ctx.output_dir, "interrupted", f"exit {stop.code}")
         raise
     except BaseException as failure:
-        write_outcome(ctx.output_dir, "failed", f"{type(failure).__name__}: {failure}")
+        record(ctx.output_dir, "failed", f"{type(failure).__name__}: {failure}")
         raise
     outcome = "failed" if math.isnan(error) else ("resumed" if decision.action == "resume" else "finished")
-    write_outcome(ctx.output_dir, outcome, decision.reason)
+    record(ctx.output_dir, outcome, decision.reason)
     return error
+
+
+def _decide_where(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> tuple[Decision, Path]:
+    check_reachable(uri)
+    decision = _decide(cfg, ctx, uri, chash)
+    return decision, decision.output_dir or ctx.output_dir
+
+
+def _remove_launcher_dir(path: Path) -> None:
+    """torchrun starts every rank as its own Hydra run, each with an output dir of its own; rank 0's
+    is the run's. Another rank's holds only Hydra's files (.hydra/, its log) and goes."""
+    if path.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in path.iterdir()):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _decide(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> Decision:
@@ -130,15 +154,21 @@ def _decide(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> Decision:
                   bool(cfg.get("rerun_failed", False)))
 
 
-def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, chash: str, uri: str) -> float:
-    run = build_run(cfg)
+def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, chash: str, uri: str,
+              ranks: Ranks) -> float:
+    run = build_run(cfg, ranks)
     parts, model = run.parts, run.parts.model
     ckpt_path = run_dir / CHECKPOINT_FILE
     state = checkpoint.load(ckpt_path)
+    if state is not None and checkpoint.world_size(state) != ranks.world_size:  # before the hash: the likelier mistake
+        raise ConfigError("train.distributed", f"the checkpoint in {run_dir} was written by "
+                          f"{checkpoint.world_size(state)} processes; resume it with as many", ranks.world_size)
     if state is not None and state.get("config_hash") != chash:
         raise ConfigError("hydra.run.dir", "holds a checkpoint of a different configuration; use a fresh output dir", str(run_dir))
 
     num_params = count_parameters(model)
+    if not ranks.is_main:
+        return _fit(_build_trainer(parts, ckpt_path, chash, state, on_epoch=lambda epoch, metrics: None), NO_TRACKING)
     params = {**flatten(resolved), **ctx.choices, "model.num_params": str(num_params)}
     tracker = Tracker.open(
         uri=uri,
@@ -155,24 +185,51 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
         },
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
     )
-    trainer = Trainer(
-        parts,
-        checkpoint_path=ckpt_path,
-        checkpoint_extra={"config_hash": chash, "mlflow_run_id": tracker.run_id},
-        on_epoch=tracker.log_epoch,
-    )
-    if state is not None:
-        trainer.load_state_dict(state)
-        log.info("resuming from %s at epoch %d, step %d", ckpt_path, trainer.epoch, trainer.step)
+    trainer = _build_trainer(parts, ckpt_path, chash, state, tracker.log_epoch, tracker.run_id)
+    where = f"{run.device}" if ranks.world_size == 1 else f"{ranks.world_size} processes ({run.device.type})"
     log.info(
         "%s: %s (%.2fM params), %s %d train / %d test on %s, run %s",
         run_dir, type(model).__name__, num_params / 1e6, run.dataset.name,
-        parts.data.num_train, len(parts.data.test_x), run.device, tracker.run_id,
+        run.num_train, run.num_test, where, tracker.run_id,
     )
     return _fit(trainer, tracker)
 
 
-def _fit(trainer: Trainer, tracker: Tracker) -> float:
+def _build_trainer(parts: Parts, ckpt_path: Path, chash: str, state: dict | None, on_epoch: EpochCallback,
+                   run_id: str | None = None) -> Trainer:
+    trainer = Trainer(parts, checkpoint_path=ckpt_path,
+                      checkpoint_extra={"config_hash": chash, "mlflow_run_id": run_id}, on_epoch=on_epoch)
+    if state is not None:
+        trainer.load_state_dict(state)
+        log.info("resuming from %s at epoch %d, step %d", ckpt_path, trainer.epoch, trainer.step)
+    return trainer
+
+
+class _NoTracking:
+    """What a rank other than 0 records of its run: nothing (rank 0 logs the one MLflow run)."""
+
+    finished_before = False
+
+    def fail(self, reason: str, **tags: str) -> None:
+        pass
+
+    def requeued(self, reason: str) -> None:
+        pass
+
+    def interrupted(self, reason: str) -> None:
+        pass
+
+    def log_metric(self, key: str, value: float, step: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+NO_TRACKING = _NoTracking()
+
+
+def _fit(trainer: Trainer, tracker: Tracker | _NoTracking) -> float:
     try:
         final = trainer.fit()
     except Diverged as error:

@@ -18,6 +18,17 @@ class Splits:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
+    def shard(self, rank: int, world_size: int) -> Splits:
+        """Rank `rank`'s share of a data-parallel run: every `world_size`-th image from `rank` on.
+        Training shards are cut to the same size so every rank takes the same number of steps
+        (at most world_size - 1 images are left out); test shards keep every image."""
+        if world_size == 1:
+            return self
+        end = len(self.train_x) // world_size * world_size
+        train = slice(rank, end, world_size)
+        test = slice(rank, None, world_size)
+        return Splits(self.train_x[train], self.train_y[train], self.test_x[test], self.test_y[test])
+
 
 class ImageDataset:
     """Base of every `data` option. Subclasses set the class attributes and `_load_split`."""

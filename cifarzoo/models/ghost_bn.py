@@ -32,13 +32,14 @@ from torch import nn
 from cifarzoo.errors import is_int, require
 
 
-def check_ghost_batch_size(ghost_batch_size: object, batch_size: int) -> None:
-    """ConfigError (key `train.ghost_batch_size`) unless it is a positive int dividing `batch_size`."""
+def check_ghost_batch_size(ghost_batch_size: object, batch_size: int, batch_name: str = "train.batch_size") -> None:
+    """ConfigError (key `train.ghost_batch_size`) unless it is a positive int dividing `batch_size`
+    (what one process sees of a batch, named `batch_name`)."""
     require(is_int(ghost_batch_size) and ghost_batch_size >= 1, "train.ghost_batch_size", "must be an int >= 1", ghost_batch_size)
     require(
         batch_size % ghost_batch_size == 0,
         "train.ghost_batch_size",
-        f"must divide train.batch_size ({batch_size})",
+        f"must divide {batch_name} ({batch_size})",
         ghost_batch_size,
     )
 
