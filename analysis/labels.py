@@ -48,6 +48,8 @@ HEADERS = {
     "aug.cutout.size": "Cutout size",
     "aug.mixup.alpha": "Mixup alpha",
     "train.ghost_batch_size": "Ghost batch size",
+    "train.world_size": "# of processes",
+    "train.distributed": "Data-parallel",
     "aug.crop.padding": "Crop padding",
     "aug.flip.prob": "Flip probability",
 }

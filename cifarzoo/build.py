@@ -68,7 +68,8 @@ def build_run(cfg: DictConfig, ranks: Ranks = Ranks()) -> BuiltRun:
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     dataset = build(cfg.data)
     model = build(cfg.model, in_channels=dataset.channels, num_classes=dataset.num_classes)
-    torch.manual_seed(rank_seed(cfg.seed, ranks.rank))
+    if ranks.rank > 0:  # rank 0 goes on with the stream after the initial weights, as a one-process run
+        torch.manual_seed(rank_seed(cfg.seed, ranks.rank))
     aug, optimizer_factory, schedule = build(cfg.aug), build(cfg.optim), build(cfg.sched)
     precision = build(cfg.precision)
     t = cfg.train
@@ -102,7 +103,8 @@ def build_run(cfg: DictConfig, ranks: Ranks = Ranks()) -> BuiltRun:
     # its test shard, where DDP's per-forward buffer broadcast would need equal shards.
     train_forward = None
     if world > 1:
-        train_forward = DistributedDataParallel(forward or model, device_ids=[device] if device.type == "cuda" else None)
+        device_ids = [device] if device.type == "cuda" else None
+        train_forward = DistributedDataParallel(model if forward is None else forward, device_ids=device_ids)
     parts = Parts(settings, model, data, aug, optimizer, scheduler, precision, generator, optimizer_factory.grad_clip,
                   forward, ranks, train_forward)
     return BuiltRun(parts, dataset, device, data.num_train * world, num_test)

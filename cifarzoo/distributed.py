@@ -7,6 +7,7 @@ MASTER_ADDR/PORT in the environment) or a SLURM job with `hydra.launcher.tasks_p
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from collections.abc import Callable
@@ -109,8 +110,14 @@ def connect(distributed: bool, backend: str) -> Ranks:
         if backend == "nccl":
             torch.cuda.set_device(ranks.cuda_device())
         dist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world_size)
+        atexit.register(_leave)
         log.info("rank %d of %d joined the process group (%s)", ranks.rank, ranks.world_size, backend)
     return ranks
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _export_submitit_environment() -> None:

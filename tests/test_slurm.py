@@ -142,11 +142,15 @@ def test_slurm_sweep_leaves_finished_runs(env, tmp_path, job_name):
 
 @pytest.mark.slow
 @needs_cluster
-def test_slurm_job_signalled_mid_training_is_requeued_and_resumes_into_one_run(env, tmp_path, job_name):
+@pytest.mark.parametrize("tasks", [1, 2])
+def test_slurm_job_signalled_mid_training_is_requeued_and_resumes_into_one_run(env, tmp_path, job_name, tasks):
     """USR2 is what SLURM sends signal_delay_s before the time limit (and what preemption tools
-    send): the run checkpoints, submitit requeues the job, the new job resumes the same run."""
+    send): the run checkpoints, submitit requeues the job, the new job resumes the same run.
+    With 2 tasks the run is data-parallel (train.distributed=true): both ranks stop at one step."""
+    ddp = [f"hydra.launcher.tasks_per_node={tasks}", "train.distributed=true"] if tasks > 1 else []
     proc = subprocess.Popen(
-        [sys.executable, str(REPO_DIR / "run.py"), "-m", *LAUNCHER, f"hydra.launcher.name={job_name}", *REQUEUE_ARGS],
+        [sys.executable, str(REPO_DIR / "run.py"), "-m", *LAUNCHER, f"hydra.launcher.name={job_name}", *REQUEUE_ARGS,
+         *ddp],
         cwd=REPO_DIR, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -177,3 +181,21 @@ def test_slurm_job_signalled_mid_training_is_requeued_and_resumes_into_one_run(e
         assert steps(client, run, key) == [1, 2, 3, 4], key  # every epoch logged exactly once
     assert steps(client, run, "train_time_s") == [4]
     assert "requeued" in run.data.tags and "interrupted" not in run.data.tags  # never marked KILLED
+    assert run.data.params["train.world_size"] == str(tasks)
+
+
+@pytest.mark.slow
+@needs_cluster
+def test_slurm_tasks_per_node_trains_one_data_parallel_run(env, tmp_path, job_name):
+    """`hydra.launcher.tasks_per_node=2 train.distributed=true`: one job of two tasks, which join
+    one process group through submitit's environment; rank 0 logs the one MLflow run."""
+    args = ["-m", *LAUNCHER, "hydra.launcher.tasks_per_node=2", f"hydra.launcher.name={job_name}", *QUICK,
+            "model.depth=8", "train.distributed=true"]
+    result = run_cli(args, env, timeout=300)
+    logs = job_logs(tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:] + logs[-3000:]
+    assert "rank 1 of 2 joined the process group (gloo)" in logs, logs[-3000:]
+    client, runs = runs_of(env)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["train.world_size"] == "2"
+    assert steps(client, runs[0], "test_error") == [1, 2]
