@@ -96,13 +96,16 @@ def connect(distributed: bool, backend: str) -> Ranks:
     """This process's `Ranks`, joining the launcher's process group when `distributed` (once per
     process: the jobs of a sweep reuse it). A launcher without `distributed`, or `distributed`
     without a launcher, is a one-line configuration error."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if not distributed:
+        world_size = _launched_processes()
         require(world_size == 1, "train.distributed",
                 f"is false but this process is one of {world_size} a launcher started; set train.distributed=true")
         return Ranks()
-    if world_size == 1 and "RANK" not in os.environ:
-        _export_submitit_environment()
+    if "RANK" not in os.environ and _submitit_job() is not None:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        # CUDA_VISIBLE_DEVICES is left alone: the rank picks its GPU by local rank.
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     if "RANK" not in os.environ:
         raise ConfigError("train.distributed", f"needs processes from a launcher: {LAUNCHERS}")
     ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
@@ -120,14 +123,23 @@ def _leave() -> None:
         dist.destroy_process_group()
 
 
-def _export_submitit_environment() -> None:
-    """Inside a submitit job (SLURM tasks), export RANK, WORLD_SIZE, MASTER_ADDR/PORT as torchrun
-    would. CUDA_VISIBLE_DEVICES is left alone: the rank picks its GPU by local rank."""
+def _submitit_job() -> Any:
+    """submitit's JobEnvironment in a job submitit started (hydra/launcher=slurm), else None: a
+    hand-written sbatch script may ask for tasks it starts no processes for."""
+    if "SUBMITIT_EXECUTOR" not in os.environ:
+        return None
     try:
         from submitit import JobEnvironment
-        from submitit.helpers import TorchDistributedEnvironment
 
-        JobEnvironment()  # raises outside a submitit job
+        return JobEnvironment()  # raises outside a submitit job
     except (ImportError, RuntimeError):
-        return
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        return None
+
+
+def _launched_processes() -> int:
+    """How many processes the launcher started for this run: torchrun's WORLD_SIZE, or the tasks
+    of a submitit job (`hydra.launcher.tasks_per_node`)."""
+    if "WORLD_SIZE" in os.environ:
+        return int(os.environ["WORLD_SIZE"])
+    job = _submitit_job()
+    return 1 if job is None else job.num_tasks

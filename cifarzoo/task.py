@@ -101,8 +101,8 @@ def train(cfg: DictConfig, ctx: RunContext, ranks: Ranks = Ranks()) -> float:
     resolved["train"]["world_size"] = ranks.world_size  # more processes = smaller per-process BN batches
     chash = config_hash(resolved)
     uri = cfg.tracking.uri or default_tracking_uri()
-    decision, run_dir = ranks.from_main(lambda: _decide_where(cfg, ctx, uri, chash))
-    if not ranks.is_main and run_dir != ctx.output_dir:
+    decision, run_dir, main_dir = ranks.from_main(lambda: _decide_where(cfg, ctx, uri, chash))
+    if ctx.output_dir != main_dir:  # torchrun: a rank's own Hydra dir (SLURM tasks share rank 0's)
         _remove_launcher_dir(ctx.output_dir)
     record = write_outcome if ranks.is_main else lambda *args: None
     if cfg.get("plan", False):
@@ -127,10 +127,11 @@ def train(cfg: DictConfig, ctx: RunContext, ranks: Ranks = Ranks()) -> float:
     return error
 
 
-def _decide_where(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> tuple[Decision, Path]:
+def _decide_where(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> tuple[Decision, Path, Path]:
+    """What to do, the dir the run trains in, and this job's output dir (rank 0's)."""
     check_reachable(uri)
     decision = _decide(cfg, ctx, uri, chash)
-    return decision, decision.output_dir or ctx.output_dir
+    return decision, decision.output_dir or ctx.output_dir, ctx.output_dir
 
 
 def _remove_launcher_dir(path: Path) -> None:

@@ -81,8 +81,14 @@ def test_ddp_run_logs_once_checkpoints_every_rank_and_resumes_identically(tmp_pa
     (stopped,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert stopped.info.status == "KILLED"
 
-    spawn(train_rank, 2, [*overrides, "tracking.experiment=test"], resumed, str(results))
+    # Re-invoked as a sweep job would be: a new dir (shared, as SLURM tasks share it) whose job finds
+    # the unfinished run in the experiment and resumes it in its old dir; the new dir gets the outcome.
+    rerun = tmp_path / "rerun"
+    os.makedirs(rerun / ".hydra")
+    spawn(train_rank, 2, [*overrides, "tracking.experiment=test"], [str(rerun)] * 2, str(results))
     assert [r["test_error"] for r in _results(results)] == [first[0]["test_error"]] * 2
+    assert json.loads((rerun / "outcome.json").read_text())["outcome"] == "resumed"
+    assert (rerun / ".hydra").is_dir()  # rank 1 shares rank 0's dir: it removes nothing
     (again,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
     assert again.info.run_id == stopped.info.run_id and again.info.status == "FINISHED"
     for key in ("train_loss", "train_error", "test_loss", "test_error", "lr"):
@@ -104,9 +110,22 @@ def test_distributed_without_a_launcher_is_a_config_error(monkeypatch):
 
 
 def test_launcher_processes_without_distributed_is_a_config_error(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun
     with pytest.raises(ConfigError, match=r"^train.distributed: is false but this process is one of 2"):
         connect(False, "gloo")
+
+
+def test_submitit_tasks_without_distributed_is_a_config_error(monkeypatch):
+    """A task of a `hydra.launcher.tasks_per_node=3` job, as submitit's job environment reads it."""
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for name, value in {"SUBMITIT_EXECUTOR": "slurm", "SLURM_JOB_ID": "7", "SLURM_NTASKS": "3", "SLURM_PROCID": "1",
+                        "SLURM_LOCALID": "1", "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1",
+                        "SLURM_JOB_NODELIST": "node1"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=r"^train.distributed: is false but this process is one of 3"):
+        connect(False, "gloo")
+    monkeypatch.delenv("SUBMITIT_EXECUTOR")  # a hand-written sbatch script's tasks: not counted
+    assert connect(False, "gloo") == Ranks()
 
 
 def test_batch_size_must_split_evenly_over_the_processes():
