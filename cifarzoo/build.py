@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 
+from cifarzoo.aug import Recipe
 from cifarzoo.config import build
 from cifarzoo.data import DeviceData, ImageDataset
 from cifarzoo.distributed import Ranks
 from cifarzoo.errors import require
 from cifarzoo.loop import LoopSettings, Parts
+from cifarzoo.precision import Precision
 from cifarzoo.models.ghost_bn import check_ghost_batch_size, use_ghost_batch_norm
 
 
@@ -57,14 +60,26 @@ def rank_seed(seed: int, rank: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{rank}".encode()).digest()[:4], "little")
 
 
-def build_run(cfg: DictConfig, ranks: Ranks = Ranks()) -> BuiltRun:
-    """Seed, build and validate every part; load the rank's share of the data onto its device."""
+@dataclass
+class Components:
+    """Every part of a run built from its config, before any data is loaded."""
+
+    settings: LoopSettings
+    dataset: ImageDataset
+    model: torch.nn.Module
+    aug: Recipe
+    optimizer_factory: Any
+    schedule: Any
+    precision: Precision
+
+
+def build_components(cfg: DictConfig, ranks: Ranks = Ranks()) -> Components:
+    """Build and validate every part that needs no data (each ConfigError a run can raise, but
+    for the sizes of the data and the device): also what `python -m sweeps check` runs."""
     settings = loop_settings(cfg)
-    device = resolve_device(cfg.train.device, ranks)
     world = ranks.world_size
     require(settings.batch_size % world == 0, "train.batch_size",
             f"must be divisible by the number of processes {world} (it is the global batch size)", settings.batch_size)
-    local_batch = settings.batch_size // world
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     dataset = build(cfg.data)
     model = build(cfg.model, in_channels=dataset.channels, num_classes=dataset.num_classes)
@@ -75,13 +90,25 @@ def build_run(cfg: DictConfig, ranks: Ranks = Ranks()) -> BuiltRun:
     t = cfg.train
     require(t.channels_last in (None, True, False), "train.channels_last", "must be true, false or null", t.channels_last)
     require(isinstance(t.compile, bool), "train.compile", "must be true or false", t.compile)
+    require(isinstance(t.distributed, bool), "train.distributed", "must be true or false", t.distributed)
     require(precision.supports_closure_optimizers or not optimizer_factory.needs_closure, "precision",
             f"{type(precision).__name__}'s GradScaler cannot step optim={type(optimizer_factory).__name__}, which "
             "evaluates the loss twice per step; use amp_bf16, fp16 or fp32")
     if t.ghost_batch_size is not None:
-        check_ghost_batch_size(t.ghost_batch_size, local_batch,
+        check_ghost_batch_size(t.ghost_batch_size, settings.batch_size // world,
                                "train.batch_size" if world == 1 else f"the per-process batch train.batch_size/{world}")
         model = use_ghost_batch_norm(model, t.ghost_batch_size)
+    return Components(settings, dataset, model, aug, optimizer_factory, schedule, precision)
+
+
+def build_run(cfg: DictConfig, ranks: Ranks = Ranks()) -> BuiltRun:
+    """Seed, build and validate every part; load the rank's share of the data onto its device."""
+    device = resolve_device(cfg.train.device, ranks)
+    c = build_components(cfg, ranks)
+    settings, dataset, model, precision = c.settings, c.dataset, c.model, c.precision
+    aug, optimizer_factory, schedule = c.aug, c.optimizer_factory, c.schedule
+    t, world = cfg.train, ranks.world_size
+    local_batch = settings.batch_size // world
     splits = dataset.load()
     n = len(splits.train_x)
     require(settings.batch_size <= n // world * world, "train.batch_size",

@@ -96,6 +96,7 @@ def connect(distributed: bool, backend: str) -> Ranks:
     """This process's `Ranks`, joining the launcher's process group when `distributed` (once per
     process: the jobs of a sweep reuse it). A launcher without `distributed`, or `distributed`
     without a launcher, is a one-line configuration error."""
+    require(isinstance(distributed, bool), "train.distributed", "must be true or false", distributed)
     if not distributed:
         world_size = _launched_processes()
         require(world_size == 1, "train.distributed",

@@ -1,0 +1,100 @@
+"""A study: one of the seeds' tables as a list of multiruns into one MLflow experiment.
+
+`sweeps/<name>.yaml`:
+
+    title: ResNet-preact-20 on CIFAR-10 with Cutout, Random Erasing and Mixup
+    source: "000_pytorch_image_classification_early.txt, table 'ResNet-preact-20 | 5.14 | 160 | 38m'"
+    experiment: preact20-aug          # the table: python -m analysis table --experiment preact20-aug
+    overrides: [model=resnet_preact, model.depth=20, optim.lr=0.2, train.epochs=160]
+    grids:                            # one `run.py -m` each, values comma-separated as on the command line
+      - ["aug=standard,random_erasing,mixup", "seed=1,2,3"]
+      - ["aug=cutout", "aug.cutout.size=6,8,10,12,14,16", "seed=1,2,3"]
+
+A table whose rows are no single grid (a baseline, then a parameter scan) is several grids."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+SWEEPS_DIR = Path(__file__).resolve().parent
+KEYS = {"title", "source", "experiment", "overrides", "grids", "notes"}
+
+
+class StudyError(ValueError):
+    """A malformed study file; the message is one line naming the file and the key."""
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    title: str
+    source: str
+    experiment: str
+    overrides: tuple[str, ...]
+    grids: tuple[tuple[str, ...], ...]
+    notes: str = ""
+
+    def multiruns(self) -> list[list[str]]:
+        """The overrides of each `run.py -m` call (the experiment last but one, user's extras after)."""
+        return [[*self.overrides, *grid, f"tracking.experiment={self.experiment}"] for grid in self.grids]
+
+    def jobs(self) -> list[list[str]]:
+        """Every run of the study: each multirun's overrides expanded as Hydra's basic sweeper does."""
+        return [job for overrides in self.multiruns() for job in expand(overrides)]
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """The cartesian product of the sweep overrides (`key=a,b`), in Hydra's order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    choices = []
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            choices.append([f"{key}={override.get_value_element_as_str()}"])
+    return [list(job) for job in itertools.product(*choices)]
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+
+
+def load(study: str) -> Study:
+    """A study by name (`sweeps/<name>.yaml`) or by the path of a yaml file of one's own."""
+    path = Path(study) if study.endswith((".yaml", ".yml")) else SWEEPS_DIR / f"{study}.yaml"
+    name = path.stem
+    if not path.exists():
+        raise StudyError(f"{study}: no such study file ({path}); studies here: python -m sweeps list")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise StudyError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    where = str(path) if path.parent != SWEEPS_DIR else f"sweeps/{path.name}"
+    if not isinstance(data, dict):
+        raise StudyError(f"{where}: must be a mapping with keys {sorted(KEYS)}")
+    unknown = set(data) - KEYS
+    if unknown:
+        raise StudyError(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(KEYS)})")
+    for key in ("title", "source", "experiment"):
+        if not isinstance(data.get(key), str) or not data[key]:
+            raise StudyError(f"{where}: {key}: must be a non-empty string")
+    overrides = data.get("overrides", [])
+    if not _strings(overrides):
+        raise StudyError(f"{where}: overrides: must be a list of key=value strings")
+    grids = data.get("grids")
+    if not isinstance(grids, list) or not grids or not all(_strings(g) for g in grids):
+        raise StudyError(f"{where}: grids: must be a non-empty list of lists of key=value strings")
+    if any(o.split("=", 1)[0].lstrip("+~").startswith("tracking.experiment") for o in overrides + sum(grids, [])):
+        raise StudyError(f"{where}: set the experiment with `experiment:`, not tracking.experiment")
+    return Study(name, data["title"], data["source"], data["experiment"], tuple(overrides),
+                 tuple(tuple(g) for g in grids), str(data.get("notes", "")))
+
+
+def _strings(items: object) -> bool:
+    return isinstance(items, list) and all(isinstance(i, str) and "=" in i for i in items)
