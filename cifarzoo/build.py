@@ -86,6 +86,7 @@ def build_components(cfg: DictConfig, ranks: Ranks = Ranks()) -> Components:
     if ranks.rank > 0:  # rank 0 goes on with the stream after the initial weights, as a one-process run
         torch.manual_seed(rank_seed(cfg.seed, ranks.rank))
     aug, optimizer_factory, schedule = build(cfg.aug), build(cfg.optim), build(cfg.sched)
+    aug.check_image_size(dataset.image_size, dataset.image_size)
     precision = build(cfg.precision)
     t = cfg.train
     require(t.channels_last in (None, True, False), "train.channels_last", "must be true, false or null", t.channels_last)

@@ -28,6 +28,10 @@ from cifarzoo.tracking import sqlite_path
         ("data.train_size=true", "data.train_size: must be null or a positive int"),
         ("data.test_size=999999", "data.test_size: must be at most the split's size 2000"),
         ("sched=multistep sched.milestones=[150,100]", "sched.milestones: must be increasing positive epochs"),
+        ("aug=cutout aug.cutout.cut_inside=true aug.cutout.size=40",
+         "aug.cutout.size: must fit in the 32x32 image when cut_inside is true (got 40)"),
+        ("aug=dual_cutout aug.dual_cutout.cut_inside=true aug.dual_cutout.size=33", "aug.dual_cutout.size: must fit"),
+        ("train.distributed=yes", "train.distributed: must be true or false"),
     ],
 )
 def test_bad_values_raise_one_line_config_error(make_run, tracking_uri, override, message):

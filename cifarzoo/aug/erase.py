@@ -26,11 +26,14 @@ class Cutout(FloatBlock):
         self.size, self.prob, self.cut_inside, self.mask_color = size, prob, cut_inside, float(mask_color)
         self.key = key
 
+    def check_image_size(self, h: int, w: int) -> None:
+        require(not self.cut_inside or self.size <= min(h, w), f"{self.key}.size",
+                f"must fit in the {h}x{w} image when cut_inside is true", self.size)
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b, _, h, w = images.shape
         half, offset = self.size // 2, 1 if self.size % 2 == 0 else 0
-        require(not self.cut_inside or self.size <= min(h, w), f"{self.key}.size",
-                f"must fit in the {h}x{w} image when cut_inside is true", self.size)
+        self.check_image_size(h, w)
         low = half if self.cut_inside else 0
         cy = low + randint_below(torch.full((b,), h + offset - 2 * low, device=images.device), generator)
         cx = low + randint_below(torch.full((b,), w + offset - 2 * low, device=images.device), generator)

@@ -33,6 +33,9 @@ class DualCutout(Objective):
         self.alpha = float(alpha)
         self.cutout = Cutout(size, prob, cut_inside, mask_color, key="aug.dual_cutout")
 
+    def check_image_size(self, h: int, w: int) -> None:
+        self.cutout.check_image_size(h, w)
+
     def views(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return self.cutout(images, generator), self.cutout(images, generator)
 

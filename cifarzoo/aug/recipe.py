@@ -53,6 +53,14 @@ class Recipe:
                 if isinstance(other_block, getattr(block, "conflicts_with", ())):
                     raise ConfigError("aug", f"combines {other} and {name}, but {name} already applies {other}")
 
+    def check_image_size(self, h: int, w: int) -> None:
+        """ConfigError before training for a block that cannot work on h x w images (blocks that
+        depend on the image size define `check_image_size`)."""
+        for block in self.blocks.values():
+            check = getattr(block, "check_image_size", None)
+            if check is not None:
+                check(h, w)
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The uint8 stage alone (crop, flip, policies): what the images look like before normalising."""
         for block in self.image_blocks:
