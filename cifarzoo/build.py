@@ -14,7 +14,7 @@ from cifarzoo.aug import Recipe
 from cifarzoo.config import build
 from cifarzoo.data import DeviceData, ImageDataset
 from cifarzoo.distributed import Ranks
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, require
 from cifarzoo.loop import LoopSettings, Parts
 from cifarzoo.precision import Precision
 from cifarzoo.models.ghost_bn import check_ghost_batch_size, use_ghost_batch_norm
@@ -33,7 +33,7 @@ def loop_settings(cfg: DictConfig) -> LoopSettings:
     t = cfg.train
     for key in ("epochs", "batch_size", "eval_every", "eval_batch_size", "checkpoint_every"):
         value = t[key]
-        require(isinstance(value, int) and not isinstance(value, bool) and value > 0, f"train.{key}", "must be a positive int", value)
+        require(is_int(value) and value > 0, f"train.{key}", "must be a positive int", value)
     require(isinstance(cfg.seed, int), "seed", "must be an int", cfg.seed)
     return LoopSettings(t.epochs, t.batch_size, t.eval_every, t.eval_batch_size, t.checkpoint_every)
 

@@ -15,6 +15,11 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_number(value: object) -> bool:
+    """An int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def require(condition: bool, key: str, rule: str, value: object = None) -> None:
     if not condition:
         raise ConfigError(key, rule, value)

@@ -9,11 +9,11 @@ import torch
 from cifarzoo.aug.base import Mixer
 from cifarzoo.aug.beta import sample_beta
 from cifarzoo.aug.boxes import box_mask, memory_format_of, randint_below, uniform
-from cifarzoo.errors import require
+from cifarzoo.errors import is_number, require
 
 
 def _positive(value: object, key: str) -> float:
-    require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, key,
+    require(is_number(value) and value > 0, key,
             "must be a number > 0", value)
     return float(value)
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from cifarzoo.aug.base import Criterion, Forward, Objective
 from cifarzoo.aug.erase import Cutout
-from cifarzoo.errors import require
+from cifarzoo.errors import is_number, require
 
 
 class LabelSmoothing(Criterion):
@@ -28,7 +28,7 @@ class DualCutout(Objective):
 
     def __init__(self, alpha: float = 0.1, size: int = 16, prob: float = 1.0, cut_inside: bool = False,
                  mask_color: float = 0.0) -> None:
-        require(isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha >= 0,
+        require(is_number(alpha) and alpha >= 0,
                 "aug.dual_cutout.alpha", "must be a number >= 0", alpha)
         self.alpha = float(alpha)
         self.cutout = Cutout(size, prob, cut_inside, mask_color, key="aug.dual_cutout")

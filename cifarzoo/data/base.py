@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, require
 
 SUBSET_SEED = 0  # fixed: `data.train_size` picks the same images whatever the run's seed
 
@@ -52,7 +52,7 @@ class ImageDataset:
         self.train_size = train_size
         self.test_size = test_size
         for key, size in (("data.train_size", train_size), ("data.test_size", test_size)):
-            require(size is None or (isinstance(size, int) and not isinstance(size, bool) and size > 0), key, "must be null or a positive int", size)
+            require(size is None or (is_int(size) and size > 0), key, "must be null or a positive int", size)
 
     def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

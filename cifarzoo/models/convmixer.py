@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, require
 from cifarzoo.models.layers import check_activation, check_norm
 
 
@@ -47,7 +47,7 @@ class ConvMixer(nn.Module):
     ) -> None:
         super().__init__()
         for key, value in (("dim", dim), ("depth", depth), ("kernel_size", kernel_size), ("patch_size", patch_size)):
-            require(isinstance(value, int) and not isinstance(value, bool) and value >= 1, f"model.{key}",
+            require(is_int(value) and value >= 1, f"model.{key}",
                     "must be an int >= 1", value)
         make_norm, make_act = check_norm(norm), check_activation(activation)
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, require
 from cifarzoo.models.init import init_weights
 
 
@@ -109,12 +109,12 @@ class DenseNet(nn.Module):
         per_block = 3 * convs_per_layer
         n = (depth - 4) // per_block if isinstance(depth, int) else 0
         require(
-            isinstance(depth, int) and not isinstance(depth, bool) and n >= 1 and n * per_block + 4 == depth,
+            is_int(depth) and n >= 1 and n * per_block + 4 == depth,
             "model.depth",
             f"DenseNet with {block} layers needs depth = {per_block}n+4, n >= 1",
             depth,
         )
-        require(isinstance(growth_rate, int) and not isinstance(growth_rate, bool) and growth_rate >= 1,
+        require(is_int(growth_rate) and growth_rate >= 1,
                 "model.growth_rate", "must be an int >= 1", growth_rate)
         require(isinstance(compression, (int, float)) and 0 < compression <= 1,
                 "model.compression", "must be in (0, 1] (1.0 = no compression)", compression)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, require
 from cifarzoo.models.init import init_weights
 from cifarzoo.models.layers import check_activation, check_norm
 
@@ -62,7 +62,7 @@ class DenseNetImageNetStyle(nn.Module):
         super().__init__()
         require(
             isinstance(blocks, (list, tuple)) and len(blocks) >= 1
-            and all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in blocks),
+            and all(is_int(b) and b >= 1 for b in blocks),
             "model.blocks", "must be a non-empty list of ints >= 1 (layers per dense block)", blocks,
         )
         require(isinstance(growth_rate, int) and growth_rate >= 1, "model.growth_rate", "must be an int >= 1",

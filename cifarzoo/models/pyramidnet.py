@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, is_number, require
 from cifarzoo.models.init import init_weights
 
 
@@ -172,14 +172,14 @@ class PyramidNet(nn.Module):
         per_stage = 6 if block == "basic" else 9
         n = (depth - 2) // per_stage if isinstance(depth, int) else 0
         require(
-            isinstance(depth, int) and not isinstance(depth, bool) and n >= 1 and n * per_stage + 2 == depth,
+            is_int(depth) and n >= 1 and n * per_stage + 2 == depth,
             "model.depth",
             f"PyramidNet with {block} blocks needs depth = {per_stage}n+2, n >= 1",
             depth,
         )
-        require(isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha >= 0,
+        require(is_number(alpha) and alpha >= 0,
                 "model.alpha", "must be a number >= 0 (total widening over the network)", alpha)
-        require(isinstance(base_channels, int) and not isinstance(base_channels, bool) and base_channels >= 1,
+        require(is_int(base_channels) and base_channels >= 1,
                 "model.base_channels", "must be an int >= 1", base_channels)
         require(isinstance(shakedrop_prob, (int, float)) and 0 <= shakedrop_prob < 1,
                 "model.shakedrop_prob", "must be in [0, 1) (final-unit ShakeDrop probability; 0 = off)",

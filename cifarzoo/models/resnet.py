@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, require
 from cifarzoo.models.init import init_weights
 from cifarzoo.models.layers import check_activation, check_norm
 from cifarzoo.models.resnet_preact import Activation, Norm
@@ -120,14 +120,14 @@ class ResNet(nn.Module):
         unit = BLOCKS[block]
         per_stage = 2 if block == "basic" else 3
         require(
-            isinstance(depth, int) and not isinstance(depth, bool) and depth >= 3 * per_stage + 2
+            is_int(depth) and depth >= 3 * per_stage + 2
             and (depth - 2) % (3 * per_stage) == 0,
             "model.depth",
             f"ResNet with {block} blocks needs depth = {3 * per_stage}n+2, n >= 1",
             depth,
         )
         require(shortcut in SHORTCUTS, "model.shortcut", "must be A (zero-pad identity) or B (1x1 conv + BN)", shortcut)
-        require(isinstance(base_channels, int) and not isinstance(base_channels, bool) and base_channels >= 1,
+        require(is_int(base_channels) and base_channels >= 1,
                 "model.base_channels", "must be an int >= 1", base_channels)
         norm_layer, act = check_norm(norm), check_activation(activation)
         n = (depth - 2) // (3 * per_stage)

@@ -39,7 +39,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_number, require
 from cifarzoo.models.init import init_weights
 from cifarzoo.models.layers import check_activation, check_norm
 
@@ -74,7 +74,7 @@ class BasicBlock(nn.Module):
 
 
 def _check_widen(widen: object) -> int:
-    ok = isinstance(widen, (int, float)) and not isinstance(widen, bool) and widen > 0
+    ok = is_number(widen) and widen > 0
     ok = ok and float(64 * widen).is_integer()
     require(ok, "model.widen", "must be > 0 with 64*widen a whole number (stem width)", widen)
     return int(64 * widen)

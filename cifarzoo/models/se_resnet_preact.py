@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, require
 from cifarzoo.models.layers import check_activation
 from cifarzoo.models.resnet_preact import Activation, PreActBlock, PreActBottleneck, ResNetPreAct
 
@@ -83,7 +83,7 @@ class SEResNetPreAct(ResNetPreAct):
         norm: str = "batch",
         se_reduction: int = 16,
     ) -> None:
-        require(isinstance(se_reduction, int) and not isinstance(se_reduction, bool) and se_reduction >= 1,
+        require(is_int(se_reduction) and se_reduction >= 1,
                 "model.se_reduction", "must be an int >= 1", se_reduction)
         check_activation(activation)
         self.se_reduction = se_reduction  # read by make_block during ResNetPreAct.__init__

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, require
 from cifarzoo.models.init import init_weights
 from cifarzoo.models.layers import check_activation, check_norm
 
@@ -40,7 +40,7 @@ def _positive_ints(values: object) -> bool:
     return (
         isinstance(values, (list, tuple))
         and len(values) >= 1
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
+        and all(is_int(v) and v >= 1 for v in values)
     )
 
 

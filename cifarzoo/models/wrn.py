@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, is_number, require
 from cifarzoo.models.init import init_weights
 from cifarzoo.models.layers import check_activation, check_norm
 from cifarzoo.models.resnet_preact import Activation, Norm
@@ -63,13 +63,13 @@ class WRN(nn.Module):
         norm: str = "batch",
     ) -> None:
         super().__init__()
-        require(isinstance(depth, int) and not isinstance(depth, bool) and depth >= 10 and (depth - 4) % 6 == 0,
+        require(is_int(depth) and depth >= 10 and (depth - 4) % 6 == 0,
                 "model.depth", "WRN needs depth = 6n+4, n >= 1", depth)
-        require(isinstance(widen, int) and not isinstance(widen, bool) and widen >= 1,
+        require(is_int(widen) and widen >= 1,
                 "model.widen", "must be an int >= 1", widen)
-        require(isinstance(drop_rate, (int, float)) and not isinstance(drop_rate, bool) and 0 <= drop_rate < 1,
+        require(is_number(drop_rate) and 0 <= drop_rate < 1,
                 "model.drop_rate", "must be a probability in [0, 1)", drop_rate)
-        require(isinstance(base_channels, int) and not isinstance(base_channels, bool) and base_channels >= 1,
+        require(is_int(base_channels) and base_channels >= 1,
                 "model.base_channels", "must be an int >= 1", base_channels)
         norm_layer, act = check_norm(norm), check_activation(activation)
         n = (depth - 4) // 6

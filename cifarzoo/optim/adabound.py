@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from cifarzoo.errors import require
-from cifarzoo.optim.base import OptimizerFactory, check_betas, check_eps, is_number
+from cifarzoo.errors import is_number, require
+from cifarzoo.optim.base import OptimizerFactory, check_betas, check_eps
 
 
 def bounds(final_lr: float, gamma: float, step: int) -> tuple[float, float]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, is_number, require
 
 # Normalisation layers, selected by module type (not by parameter name): BatchNorm*, SyncBatchNorm
 # and InstanceNorm* all derive from _NormBase; GroupNorm, LayerNorm and RMSNorm do not.
@@ -19,10 +19,6 @@ NORM_TYPES: tuple[type[torch.nn.Module], ...] = (
 )
 
 LR_SCALINGS = ("none", "linear")
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def split_no_weight_decay(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
@@ -64,7 +60,7 @@ class OptimizerFactory:
         require(isinstance(no_weight_decay_on_bn, bool), "optim.no_weight_decay_on_bn", "must be true or false",
                 no_weight_decay_on_bn)
         require(lr_scaling in LR_SCALINGS, "optim.lr_scaling", "must be none or linear", lr_scaling)
-        require(isinstance(base_batch_size, int) and not isinstance(base_batch_size, bool) and base_batch_size > 0,
+        require(is_int(base_batch_size) and base_batch_size > 0,
                 "optim.base_batch_size", "must be a positive int", base_batch_size)
         require(grad_clip is None or (is_number(grad_clip) and grad_clip > 0), "optim.grad_clip",
                 "must be null or > 0", grad_clip)
@@ -89,7 +85,7 @@ class OptimizerFactory:
         return [g for g in groups if g["params"]] or groups[:1]
 
     def build(self, model: torch.nn.Module, batch_size: int) -> torch.optim.Optimizer:
-        require(isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0,
+        require(is_int(batch_size) and batch_size > 0,
                 "train.batch_size", "must be a positive int", batch_size)
         return self.make(self.param_groups(model), self.scaled_lr(batch_size), self.lr_factor(batch_size))
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from cifarzoo.errors import require
-from cifarzoo.optim.base import OptimizerFactory, check_eps, is_number
+from cifarzoo.errors import is_number, require
+from cifarzoo.optim.base import OptimizerFactory, check_eps
 
 
 def trust_ratio(weight: torch.Tensor, grad: torch.Tensor, weight_decay: float, eps: float, thresh: float) -> torch.Tensor:

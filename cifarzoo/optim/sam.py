@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from cifarzoo.errors import ConfigError, require
-from cifarzoo.optim.base import OptimizerFactory, is_number
+from cifarzoo.errors import ConfigError, is_number, require
+from cifarzoo.optim.base import OptimizerFactory
 
 
 class SharpnessAware(torch.optim.Optimizer):

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from cifarzoo.errors import require
-from cifarzoo.optim.base import OptimizerFactory, is_number
+from cifarzoo.errors import is_number, require
+from cifarzoo.optim.base import OptimizerFactory
 
 
 class SGD(OptimizerFactory):
