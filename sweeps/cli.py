@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +14,11 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 
 EPILOG = """examples:
   python -m sweeps list
-  python -m sweeps show preact20_aug_cifar10         # its run.py commands and number of runs
+  python -m sweeps show h000_preact20_aug_fashion_mnist         # its run.py commands and number of runs
   python -m sweeps check                             # compose and validate every job of every study
-  python -m sweeps run preact20_aug_cifar10 hydra/launcher=slurm hydra.launcher.partition=gpu
-  python -m sweeps run preact20_aug_cifar10 +plan=true   # what would run, resume or be skipped
-  python -m analysis table --experiment preact20-aug-cifar10"""
+  python -m sweeps run h000_preact20_aug_fashion_mnist hydra/launcher=slurm hydra.launcher.partition=gpu
+  python -m sweeps run h000_preact20_aug_fashion_mnist +plan=true   # what would run, resume or be skipped
+  python -m analysis table --experiment h000-preact20-aug-fashion-mnist"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     except StudyError as error:
         print(f"sweeps: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `python -m sweeps show x | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python flushes stdout at exit)
+        return 0
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -85,11 +85,12 @@ def load(study: str) -> Study:
         if not isinstance(data.get(key), str) or not data[key]:
             raise StudyError(f"{where}: {key}: must be a non-empty string")
     overrides = data.get("overrides", [])
+    quote = ' (quote a sweep inside [...]: "seed=1,2,3", or YAML splits it at the commas)'
     if not _strings(overrides):
-        raise StudyError(f"{where}: overrides: must be a list of key=value strings")
+        raise StudyError(f"{where}: overrides: must be a list of key=value strings{quote}")
     grids = data.get("grids")
     if not isinstance(grids, list) or not grids or not all(_strings(g) for g in grids):
-        raise StudyError(f"{where}: grids: must be a non-empty list of lists of key=value strings")
+        raise StudyError(f"{where}: grids: must be a non-empty list of lists of key=value strings{quote}")
     if any(o.split("=", 1)[0].lstrip("+~").startswith("tracking.experiment") for o in overrides + sum(grids, [])):
         raise StudyError(f"{where}: set the experiment with `experiment:`, not tracking.experiment")
     return Study(name, data["title"], data["source"], data["experiment"], tuple(overrides),
