@@ -46,6 +46,12 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
         torch.cuda.set_rng_state(state["cuda"], generator.device)
 
 
+def rank_states(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each rank's random state, permutation and sums (checkpoints from before data-parallel runs
+    kept the one process's at the top level)."""
+    return state["ranks"] if "ranks" in state else [state]
+
+
 def world_size(state: dict[str, Any]) -> int:
     """How many processes trained the run that wrote `state`."""
-    return len(state["ranks"])
+    return len(rank_states(state))

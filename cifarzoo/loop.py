@@ -181,7 +181,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.precision.load_state_dict(state["precision"])
-        own = state["ranks"][self.ranks.rank]
+        own = checkpoint.rank_states(state)[self.ranks.rank]
         checkpoint.restore_rng(own["rng"], self.generator)
         self.perm = None if own["perm"] is None else own["perm"].to(device)
         self.sums = own["sums"].to(device)
