@@ -186,6 +186,28 @@ def test_random_erasing_rectangles_respect_area_and_aspect_bounds():
     assert 0.35 < (half != 5).flatten(1).any(1).float().mean() < 0.65
 
 
+def test_random_erasing_fills_and_aspect_sampling():
+    """zero: the rectangle is 0 (the mean colour); random: per-pixel N(0, 1) values; log_uniform
+    draws as many aspect ratios below 1 as above it (uniform over [0.3, 3.33]: about 23% below)."""
+    x = torch.full((512, 3, 32, 32), 5.0)
+    zero = RandomErasing(prob=1.0, fill="zero")(x, gen(10))
+    assert set(zero.unique().tolist()) == {0.0, 5.0}
+    noisy = RandomErasing(prob=1.0, fill="random")(x, gen(11))
+    values = noisy[noisy != 5]
+    assert values.unique().numel() > 0.9 * values.numel()  # a value per pixel and channel
+    assert abs(values.mean()) < 0.05 and abs(values.std() - 1) < 0.05
+
+    def share_below_one(sampling: str) -> float:
+        out = RandomErasing(prob=1.0, aspect_sampling=sampling, area_ratio_range=(0.1, 0.1))(x, gen(12))
+        aspects = [h / w for h, w in _boxes((out != 5).all(1)) if h]
+        return sum(a < 1 for a in aspects) / len(aspects)
+
+    assert 0.4 < share_below_one("log_uniform") < 0.6
+    assert 0.15 < share_below_one("uniform") < 0.32
+    with pytest.raises(ConfigError, match=r"^aug.random_erasing.fill: must be one of hysts, zero, random"):
+        RandomErasing(fill="mean")
+
+
 # -- losses ---------------------------------------------------------------------------------
 
 def test_label_smoothing_loss_equals_its_formula():

@@ -5,6 +5,8 @@ value of 0 is the dataset's mean colour."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from cifarzoo.aug.base import FloatBlock
@@ -46,14 +48,24 @@ class Cutout(FloatBlock):
 class RandomErasing(FloatBlock):
     """With probability `prob`, one rectangle per image of area ratio in `area_ratio_range` and
     aspect ratio in [`min_aspect_ratio`, 1/`min_aspect_ratio`] (up to `max_attempt` draws until it
-    fits), filled with one uniform(0, 1) value in normalised space.
+    fits), in normalised space.
 
-    Deviation from the paper, following hysts (the seeds' numbers): the paper fills each pixel
-    with its own random value; hysts fills the rectangle with one value."""
+    `fill`: `hysts` (default, the seeds' numbers) one uniform(0, 1) value per rectangle; `zero` 0,
+    i.e. the dataset's mean colour (torchvision's default); `random` a standard-normal value per
+    pixel and channel (torchvision's value="random", the paper's per-pixel noise in normalised
+    space). `aspect_sampling`: `uniform` over the range (hysts) or `log_uniform` (torchvision)."""
+
+    FILLS = ("hysts", "zero", "random")
+    ASPECT_SAMPLINGS = ("uniform", "log_uniform")
 
     def __init__(self, prob: float = 0.5, area_ratio_range: tuple[float, float] = (0.02, 0.4),
-                 min_aspect_ratio: float = 0.3, max_attempt: int = 20) -> None:
+                 min_aspect_ratio: float = 0.3, max_attempt: int = 20, fill: str = "hysts",
+                 aspect_sampling: str = "uniform") -> None:
         key = "aug.random_erasing"
+        require(fill in self.FILLS, f"{key}.fill", f"must be one of {', '.join(self.FILLS)}", fill)
+        require(aspect_sampling in self.ASPECT_SAMPLINGS, f"{key}.aspect_sampling",
+                f"must be one of {', '.join(self.ASPECT_SAMPLINGS)}", aspect_sampling)
+        self.fill, self.log_aspect = fill, aspect_sampling == "log_uniform"
         require(0.0 <= prob <= 1.0, f"{key}.prob", "must be in [0, 1]", prob)
         low, high = area_ratio_range
         require(0.0 < low <= high <= 1.0, f"{key}.area_ratio_range", "must be [low, high] with 0 < low <= high <= 1",
@@ -68,7 +80,10 @@ class RandomErasing(FloatBlock):
         b, _, h, w = images.shape
         tries = (b, self.max_attempt)
         area = uniform(tries, *self.area_ratio_range, generator) * (h * w)
-        aspect = uniform(tries, *self.aspect_range, generator)
+        if self.log_aspect:
+            aspect = uniform(tries, *(math.log(r) for r in self.aspect_range), generator).exp()
+        else:
+            aspect = uniform(tries, *self.aspect_range, generator)
         mask_h = torch.sqrt(area * aspect).floor().long()
         mask_w = torch.sqrt(area / aspect).floor().long()
         fits = (mask_w < w) & (mask_h < h)
@@ -78,5 +93,11 @@ class RandomErasing(FloatBlock):
         left = randint_below((w - mask_w).clamp_min(1), generator)
         erase = fits.any(1) & (torch.rand(b, device=images.device, generator=generator) < self.prob)
         mask = box_mask(h, w, top, top + mask_h, left, left + mask_w) & erase[:, None, None, None]
-        value = torch.rand(b, 1, 1, 1, device=images.device, generator=generator).to(images.dtype)
-        return torch.where(mask, value, images)
+        return torch.where(mask, self._values(images, generator), images)
+
+    def _values(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.fill == "zero":
+            return torch.zeros((), device=images.device, dtype=images.dtype)
+        if self.fill == "random":
+            return torch.randn(images.shape, device=images.device, generator=generator).to(images.dtype)
+        return torch.rand(len(images), 1, 1, 1, device=images.device, generator=generator).to(images.dtype)
