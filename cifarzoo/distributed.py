@@ -110,6 +110,10 @@ def connect(distributed: bool, backend: str) -> Ranks:
     if "RANK" not in os.environ:
         raise ConfigError("train.distributed", f"needs processes from a launcher: {LAUNCHERS}")
     ranks = Ranks(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0")))
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    require(backend != "nccl" or torch.cuda.device_count() >= local, "train.distributed",
+            f"{local} processes on this node but {torch.cuda.device_count()} visible GPUs: NCCL needs a GPU per "
+            "process (fewer processes, or train.device=cpu for gloo)")
     if not dist.is_initialized():
         if backend == "nccl":
             torch.cuda.set_device(ranks.cuda_device())

@@ -128,6 +128,16 @@ def test_submitit_tasks_without_distributed_is_a_config_error(monkeypatch):
     assert connect(False, "gloo") == Ranks()
 
 
+def test_nccl_with_fewer_gpus_than_processes_is_a_config_error(monkeypatch):
+    """Two ranks on one GPU would fail inside NCCL; the error comes first, naming the key."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=r"^train.distributed: 2 processes on this node but 1 visible GPUs"):
+        connect(True, "nccl")
+
+
 def test_batch_size_must_split_evenly_over_the_processes():
     with pytest.raises(ConfigError, match=r"^train.batch_size: must be divisible by the number of processes 3"):
         build_run(compose_config([*QUICK, "train.batch_size=64"]), Ranks(0, 3, 0))
