@@ -18,7 +18,7 @@ EPILOG = """examples:
   python -m sweeps check                             # compose and validate every job of every study
   python -m sweeps run h000_preact20_aug_fashion_mnist hydra/launcher=slurm hydra.launcher.partition=gpu
   python -m sweeps run h000_preact20_aug_fashion_mnist +plan=true   # what would run, resume or be skipped
-  python -m analysis table --experiment h000-preact20-aug-fashion-mnist"""
+  python -m sweeps table h000_preact20_aug_fashion_mnist   # = python -m analysis table --experiment <its experiment>"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run a study's multiruns one after another; extra Hydra overrides follow")
     run.add_argument("study")
     run.add_argument("overrides", nargs=argparse.REMAINDER, help="e.g. hydra/launcher=slurm seed=1")
+    table = sub.add_parser("table", help="the study's table from its MLflow runs (python -m analysis table options follow)")
+    table.add_argument("study")
+    table.add_argument("options", nargs=argparse.REMAINDER, help="e.g. --agg mean_std --format latex")
     args = parser.parse_args(argv)
     try:
         return COMMANDS[args.command](args)
@@ -86,8 +89,14 @@ def _run(args: argparse.Namespace) -> int:
     return status
 
 
+def _table(args: argparse.Namespace) -> int:
+    from analysis.cli import main as analysis_main
+
+    return analysis_main(["table", "--experiment", load(args.study).experiment, *args.options])
+
+
 def _quote(text: str) -> str:
     return f"'{text}'" if any(c in text for c in " []()*?$") else text
 
 
-COMMANDS = {"list": _list, "show": _show, "check": _check, "run": _run}
+COMMANDS = {"list": _list, "show": _show, "check": _check, "run": _run, "table": _table}

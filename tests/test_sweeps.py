@@ -83,8 +83,8 @@ def test_show_prints_the_commands_of_a_study(capsys):
 
 @pytest.mark.slow
 def test_run_launches_every_multirun_into_the_study_experiment(tmp_path):
-    """`python -m sweeps run <file> <extra overrides>`: each grid one multirun, all in one experiment
-    (that re-running skips what FINISHED is test_sweep's)."""
+    """`python -m sweeps run <file>`: each grid one multirun, all in one experiment (that re-running
+    skips what FINISHED is test_sweep's); `python -m sweeps table <file>` tables that experiment."""
     path = tmp_path / "tiny.yaml"
     path.write_text(
         "title: tiny\nsource: test\nexperiment: tiny\n"
@@ -103,3 +103,9 @@ def test_run_launches_every_multirun_into_the_study_experiment(tmp_path):
     assert sorted((r.data.params["aug"], r.data.params.get("aug.cutout.size")) for r in runs) == [
         ("cutout", "4"), ("cutout", "8"), ("none", None), ("standard", None)]
     assert {r.info.status for r in runs} == {"FINISHED"}
+    table = subprocess.run([sys.executable, "-m", "sweeps", "table", str(path)], cwd=REPO_DIR, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr[-2000:]
+    labels = sorted(line.split("|")[1].strip() for line in table.stdout.splitlines()[2:] if line.startswith("|"))
+    assert labels == ["ResNet-preact-8", "ResNet-preact-8, Cutout 4", "ResNet-preact-8, Cutout 8",
+                      "ResNet-preact-8, no augmentation"], table.stdout
