@@ -70,12 +70,13 @@ def _check(args: argparse.Namespace) -> int:
 
     failed = 0
     for name in args.studies or names():
-        problems = check_study(load(name))
+        study = load(name)
+        problems = check_study(study)
         failed += bool(problems)
         status = "ok" if not problems else f"{len(problems)} bad jobs"
-        print(f"{name:32s} {len(load(name).jobs()):4d} runs  {status}")
+        print(f"{name:32s} {len(study.jobs()):4d} runs  {status}", flush=True)
         for line in problems:
-            print(f"  {line}")
+            print(f"  {line}", flush=True)
     return 1 if failed else 0
 
 
