@@ -16,8 +16,8 @@ from cifarzoo.data import DeviceData, ImageDataset
 from cifarzoo.distributed import Ranks
 from cifarzoo.errors import is_int, require
 from cifarzoo.loop import LoopSettings, Parts
-from cifarzoo.precision import Precision
 from cifarzoo.models.ghost_bn import check_ghost_batch_size, use_ghost_batch_norm
+from cifarzoo.precision import Precision
 
 
 @dataclass

@@ -231,7 +231,7 @@ class Trainer:
             self.save()
 
     def _train(self, stop: StopSignals) -> None:
-        s, data = self.settings, self.data
+        data = self.data
         if self.step == 0:
             self.perm = data.permutation(self.generator)
             self.sums.zero_()

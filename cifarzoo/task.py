@@ -13,8 +13,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cifarzoo import checkpoint
-from cifarzoo.checkpoint import CHECKPOINT_FILE
 from cifarzoo.build import build_run, resolve_device
+from cifarzoo.checkpoint import CHECKPOINT_FILE
 from cifarzoo.config import GROUPS, choice_name, config_hash, flatten, list_choices
 from cifarzoo.distributed import Ranks, RankZeroFailed, connect
 from cifarzoo.errors import ConfigError
