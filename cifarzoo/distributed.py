@@ -8,6 +8,7 @@ MASTER_ADDR/PORT in the environment) or a SLURM job with `hydra.launcher.tasks_p
 from __future__ import annotations
 
 import atexit
+import datetime
 import logging
 import os
 from collections.abc import Callable
@@ -118,14 +119,22 @@ def connect(distributed: bool, backend: str) -> Ranks:
         if backend == "nccl":
             torch.cuda.set_device(ranks.cuda_device())
         dist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world_size)
-        atexit.register(_leave)
+        atexit.register(leave)
         log.info("rank %d of %d joined the process group (%s)", ranks.rank, ranks.world_size, backend)
     return ranks
 
 
-def _leave() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def leave() -> None:
+    """Leave the process group (at exit). On gloo the ranks first wait for each other, up to a
+    minute, so that none tears its connections down while another still uses them."""
+    if not dist.is_initialized():
+        return
+    if dist.get_backend() == "gloo":
+        try:
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        except RuntimeError as error:  # a rank is gone: leave anyway
+            log.warning("leaving the process group without the other ranks: %s", str(error).splitlines()[0])
+    dist.destroy_process_group()
 
 
 def _submitit_job() -> Any:

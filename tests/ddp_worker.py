@@ -11,7 +11,6 @@ import socket
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
@@ -39,7 +38,7 @@ def train_rank(rank: int, world_size: int, port: int, overrides: list[str], outp
     _join(rank, world_size, port)
     from conftest import compose_run
 
-    from cifarzoo.distributed import connect
+    from cifarzoo.distributed import connect, leave
     from cifarzoo.loop import Trainer
     from cifarzoo.task import train
 
@@ -61,7 +60,7 @@ def train_rank(rank: int, world_size: int, port: int, overrides: list[str], outp
         outcome["exit"] = stop.code
     finally:
         Path(results, f"rank{rank}.json").write_text(json.dumps(outcome))
-        dist.destroy_process_group()
+        leave()  # what atexit does in a launched run (spawned children skip atexit)
 
 
 def step_rank(rank: int, world_size: int, port: int, overrides: list[str], results: str) -> None:
@@ -71,7 +70,7 @@ def step_rank(rank: int, world_size: int, port: int, overrides: list[str], resul
     from conftest import compose_config
 
     from cifarzoo.build import build_run
-    from cifarzoo.distributed import connect
+    from cifarzoo.distributed import connect, leave
     from cifarzoo.loop import Trainer
 
     ranks = connect(True, "gloo")
@@ -80,4 +79,4 @@ def step_rank(rank: int, world_size: int, port: int, overrides: list[str], resul
     trainer.train_step(torch.arange(trainer.local_batch))
     torch.save({"params": dict(parts.model.named_parameters()), "shard_size": parts.data.num_train,
                 "local_batch": trainer.local_batch}, Path(results, f"rank{rank}.pt"))
-    dist.destroy_process_group()
+    leave()

@@ -143,8 +143,9 @@ def test_local_parallel_launcher_runs_jobs_at_the_same_time(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {"MLFLOW_TRACKING_URI": uri, "CIFARZOO_OUTPUTS": str(tmp_path / "outputs")}
+    # Runs of a few seconds each: long enough that the two workers' start-up skew cannot hide the overlap.
     result = run_cli(["-m", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=2", "data=fake",
-                      "data.train_size=256", "data.test_size=64", "train.epochs=2", "train.batch_size=64",
+                      "data.train_size=1024", "data.test_size=64", "train.epochs=2", "train.batch_size=64",
                       "train.device=cpu", "model.depth=8", "seed=1,2"], env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "cifarzoo sweep: 2 finished (0 resumed), 0 failed, 0 skipped" in result.stdout
