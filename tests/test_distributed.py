@@ -157,8 +157,7 @@ def test_shards_are_disjoint_equal_and_cover_the_training_set():
 
 @pytest.mark.slow
 def test_torchrun_cli_trains_one_run_in_one_output_dir(tmp_path):
-    """`torchrun --nproc_per_node 2 run.py ... train.distributed=true`, as a user types it (with
-    train.compile: DDP wraps the compiled model)."""
+    """`torchrun --nproc_per_node 2 run.py ... train.distributed=true`, as a user types it."""
     import subprocess
 
     from mlflow.tracking import MlflowClient
@@ -168,7 +167,7 @@ def test_torchrun_cli_trains_one_run_in_one_output_dir(tmp_path):
            "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "run.py",
-         *QUICK, *SMALL, "train.distributed=true", "train.compile=true", "tracking.experiment=cli"],
+         *QUICK, *SMALL, "train.distributed=true", "tracking.experiment=cli"],
         cwd=REPO_DIR, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
