@@ -8,7 +8,6 @@ MASTER_ADDR/PORT in the environment) or a SLURM job with `hydra.launcher.tasks_p
 from __future__ import annotations
 
 import atexit
-import datetime
 import logging
 import os
 from collections.abc import Callable
@@ -125,16 +124,11 @@ def connect(distributed: bool, backend: str) -> Ranks:
 
 
 def leave() -> None:
-    """Leave the process group (at exit). On gloo the ranks first wait for each other, up to a
-    minute, so that none tears its connections down while another still uses them."""
-    if not dist.is_initialized():
-        return
-    if dist.get_backend() == "gloo":
-        try:
-            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
-        except RuntimeError as error:  # a rank is gone: leave anyway
-            log.warning("leaving the process group without the other ranks: %s", str(error).splitlines()[0])
-    dist.destroy_process_group()
+    """Leave the process group (at exit). No barrier first: after a SLURM requeue the job's
+    processes must go at once (submitit ignores SIGTERM), or the requeued job finds rank 0's
+    port still taken."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _submitit_job() -> Any:

@@ -31,6 +31,19 @@ def _join(rank: int, world_size: int, port: int) -> None:
     torch.set_num_threads(1)
 
 
+def _leave_together() -> None:
+    """Both ranks tear gloo down at the same time: a spawned child exits (os._exit) right after, and
+    a rank that tore its connections down while the other was still closing has aborted once under load."""
+    import datetime
+
+    import torch.distributed as dist
+
+    from cifarzoo.distributed import leave
+
+    dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+    leave()
+
+
 def train_rank(rank: int, world_size: int, port: int, overrides: list[str], output_dirs: list[str],
                results: str, stop_rank1_after_steps: int | None = None) -> None:
     """`cifarzoo.task.train` on this rank, with its own output dir (as torchrun + Hydra give it).
@@ -38,7 +51,7 @@ def train_rank(rank: int, world_size: int, port: int, overrides: list[str], outp
     _join(rank, world_size, port)
     from conftest import compose_run
 
-    from cifarzoo.distributed import connect, leave
+    from cifarzoo.distributed import connect
     from cifarzoo.loop import Trainer
     from cifarzoo.task import train
 
@@ -60,7 +73,7 @@ def train_rank(rank: int, world_size: int, port: int, overrides: list[str], outp
         outcome["exit"] = stop.code
     finally:
         Path(results, f"rank{rank}.json").write_text(json.dumps(outcome))
-        leave()  # what atexit does in a launched run (spawned children skip atexit)
+        _leave_together()
 
 
 def step_rank(rank: int, world_size: int, port: int, overrides: list[str], results: str) -> None:
@@ -70,7 +83,7 @@ def step_rank(rank: int, world_size: int, port: int, overrides: list[str], resul
     from conftest import compose_config
 
     from cifarzoo.build import build_run
-    from cifarzoo.distributed import connect, leave
+    from cifarzoo.distributed import connect
     from cifarzoo.loop import Trainer
 
     ranks = connect(True, "gloo")
@@ -79,4 +92,4 @@ def step_rank(rank: int, world_size: int, port: int, overrides: list[str], resul
     trainer.train_step(torch.arange(trainer.local_batch))
     torch.save({"params": dict(parts.model.named_parameters()), "shard_size": parts.data.num_train,
                 "local_batch": trainer.local_batch}, Path(results, f"rank{rank}.pt"))
-    leave()
+    _leave_together()
