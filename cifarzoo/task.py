@@ -167,9 +167,9 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
     if state is not None and state.get("config_hash") != chash:
         raise ConfigError("hydra.run.dir", "holds a checkpoint of a different configuration; use a fresh output dir", str(run_dir))
 
-    num_params = count_parameters(model)
     if not ranks.is_main:
         return _fit(_build_trainer(parts, ckpt_path, chash, state, on_epoch=lambda epoch, metrics: None), NO_TRACKING)
+    num_params = count_parameters(model)
     params = {**flatten(resolved), **ctx.choices, "model.num_params": str(num_params)}
     tracker = Tracker.open(
         uri=uri,

@@ -6,11 +6,9 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+from cifarzoo.paths import REPO_DIR
 from sweeps.study import StudyError, load, names
-
-REPO_DIR = Path(__file__).resolve().parent.parent
 
 EPILOG = """examples:
   python -m sweeps list

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -88,6 +89,13 @@ def make_run(tracking_uri: str, tmp_path: Path) -> Callable[..., tuple[DictConfi
 @pytest.fixture
 def client(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_cli(args: list[str], env_extra: dict[str, str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:

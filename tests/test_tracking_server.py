@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 import subprocess
 import sys
 import time
@@ -12,17 +11,11 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from conftest import compose_run, QUICK
+from conftest import QUICK, compose_run, free_port
 from cifarzoo.paths import REPO_DIR
 from cifarzoo.task import train
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
