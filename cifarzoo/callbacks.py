@@ -11,14 +11,14 @@ from omegaconf import DictConfig
 
 from cifarzoo.errors import ConfigError
 from cifarzoo.paths import default_tracking_uri
-from cifarzoo.sweep import summarize
+from cifarzoo.sweep import failed_jobs, summarize
 from cifarzoo.tracking import check_reachable, connect
 
 
 class SweepCallbacks(Callback):
     """Before the jobs: the tracking server answers and the experiment exists (so jobs never race
     to create it). After them: one line counting finished, failed, skipped and resumed runs; a
-    sweep with failed runs exits 1."""
+    sweep with failed runs (or jobs without a readable outcome) exits 1."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("plan", False):
@@ -34,5 +34,5 @@ class SweepCallbacks(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         line, counts = summarize(Path(config.hydra.sweep.dir))
         print(line, flush=True)
-        if counts["failed"]:
+        if failed_jobs(counts):
             raise SystemExit(1)

@@ -15,7 +15,7 @@ from cifarzoo.errors import ConfigError
 
 GROUPS = ("model", "aug", "optim", "sched", "data", "precision")
 # Keys that say where things are or how a sweep is driven, not what is trained: left out of `config_hash`.
-_LOCATION_KEYS = (("tracking",), ("data", "root"), ("data", "download"), ("seed",), ("plan",), ("rerun_failed",))
+_LOCATION_KEYS = (("tracking",), ("data", "root"), ("data", "download"), ("seed",), ("plan",), ("rerun_failed",), ("restart",))
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:

@@ -33,8 +33,8 @@ STOP_CHECK_EVERY = 10
 
 
 class Diverged(Exception):
-    def __init__(self, epoch: int) -> None:
-        super().__init__(f"non-finite training loss in epoch {epoch}")
+    def __init__(self, epoch: int, what: str = "training loss") -> None:
+        super().__init__(f"non-finite {what} in epoch {epoch}")
         self.epoch = epoch
 
 
@@ -221,6 +221,9 @@ class Trainer:
             raise Diverged(epoch)
         if epoch % s.eval_every == 0 or epoch == s.epochs:
             metrics["test_loss"], metrics["test_error"] = self.evaluate()
+            if not math.isfinite(metrics["test_loss"]):  # huge but finite weights: the test logits overflow first
+                self.on_epoch(epoch, metrics)
+                raise Diverged(epoch, "test loss")
         self.epoch, self.step, self.perm = epoch, 0, None
         self.elapsed_s += time.perf_counter() - start
         if epoch == s.epochs:

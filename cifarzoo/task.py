@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -14,15 +15,17 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cifarzoo import checkpoint
 from cifarzoo.build import build_run, resolve_device
-from cifarzoo.checkpoint import CHECKPOINT_FILE
+from cifarzoo.checkpoint import CHECKPOINT_FILE, PREVIOUS_FILE, CheckpointError
 from cifarzoo.config import GROUPS, choice_name, config_hash, flatten, list_choices
 from cifarzoo.distributed import Ranks, RankZeroFailed, connect
 from cifarzoo.errors import ConfigError
 from cifarzoo.loop import Diverged, EpochCallback, Interrupted, Parts, Requeued, Trainer
 from cifarzoo.models import count_parameters
 from cifarzoo.paths import REPO_DIR, default_tracking_uri
+from cifarzoo.runlock import RunLock, RunLocked, describe, holder
 from cifarzoo.sweep import Decision, decide, write_outcome
-from cifarzoo.tracking import RUN_FILE, Tracker, check_reachable, sqlite_path
+from cifarzoo.tracking import (OUTBOX_FILE, RUN_FILE, Tracker, TrackingLost, TrackingUnavailable, sqlite_path,
+                               wait_reachable)
 
 log = logging.getLogger("cifarzoo")
 
@@ -68,6 +71,12 @@ def main(cfg: DictConfig) -> float:
         raise SystemExit(2) from None
     except RankZeroFailed:  # rank 0 reports it
         raise SystemExit(1) from None
+    except (CheckpointError, TrackingLost) as error:  # one line: what failed, where, and the way out
+        if not ctx.sweep:
+            print(f"cifarzoo: error: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+        log.error("run failed: %s; the sweep goes on", error)
+        return math.nan
     except Exception:
         if not ctx.sweep:
             raise
@@ -101,10 +110,29 @@ def train(cfg: DictConfig, ctx: RunContext, ranks: Ranks = Ranks()) -> float:
     resolved["train"]["world_size"] = ranks.world_size  # more processes = smaller per-process BN batches
     chash = config_hash(resolved)
     uri = cfg.tracking.uri or default_tracking_uri()
-    decision, run_dir, main_dir = ranks.from_main(lambda: _decide_where(cfg, ctx, uri, chash))
+    record = write_outcome if ranks.is_main else lambda *args: None
+    held: list[RunLock] = []  # rank 0's lock on the run dir, for the life of the run
+    try:
+        decision, run_dir, main_dir = ranks.from_main(lambda: _decide_where(cfg, ctx, uri, chash, held))
+    except TrackingUnavailable as error:  # in a sweep: this job fails after tracking.wait_s, the sweep goes on
+        if not ctx.sweep:
+            raise
+        log.error("run failed: %s", error)
+        record(ctx.output_dir, "failed", str(error))
+        return math.nan
+    try:
+        return _run(cfg, ctx, ranks, decision, run_dir, main_dir, resolved, chash, uri, record)
+    finally:
+        for lock in held:
+            lock.release()
+
+
+def _run(cfg: DictConfig, ctx: RunContext, ranks: Ranks, decision: Decision, run_dir: Path, main_dir: Path,
+         resolved: dict, chash: str, uri: str, record) -> float:
     if ctx.output_dir != main_dir:  # torchrun: a rank's own Hydra dir (SLURM tasks share rank 0's)
         _remove_launcher_dir(ctx.output_dir)
-    record = write_outcome if ranks.is_main else lambda *args: None
+    if decision.running_elsewhere and run_dir == ctx.output_dir:  # never write into a dir another process holds
+        record = lambda *args: None  # noqa: E731
     if cfg.get("plan", False):
         if ranks.is_main:
             print(f"plan: {decision.action:6s} {' '.join(ctx.overrides) or '(defaults)'}: {decision.reason}", flush=True)
@@ -112,7 +140,8 @@ def train(cfg: DictConfig, ctx: RunContext, ranks: Ranks = Ranks()) -> float:
         return math.nan
     if decision.action == "skip":
         log.info("skipped: %s", decision.reason)
-        record(ctx.output_dir, "skipped-failed" if decision.failed_before else "skipped", decision.reason)
+        kind = "skipped-running" if decision.running_elsewhere else "skipped-failed" if decision.failed_before else "skipped"
+        record(ctx.output_dir, kind, decision.reason)
         return decision.test_error
     try:
         error = _train_in(cfg, ctx, run_dir, resolved, chash, uri, ranks)
@@ -127,11 +156,53 @@ def train(cfg: DictConfig, ctx: RunContext, ranks: Ranks = Ranks()) -> float:
     return error
 
 
-def _decide_where(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> tuple[Decision, Path, Path]:
-    """What to do, the dir the run trains in, and this job's output dir (rank 0's)."""
-    check_reachable(uri)
+def _decide_where(cfg: DictConfig, ctx: RunContext, uri: str, chash: str,
+                  held: list[RunLock]) -> tuple[Decision, Path, Path]:
+    """What to do, the dir the run trains in, and this job's output dir (rank 0's). A run that
+    will train takes the run dir's lock (into `held`) first; if another live process holds it,
+    the job is skipped as running elsewhere."""
+    wait_reachable(uri, float(cfg.tracking.get("wait_s", 120)) if ctx.sweep else 0.0)
     decision = _decide(cfg, ctx, uri, chash)
-    return decision, decision.output_dir or ctx.output_dir, ctx.output_dir
+    run_dir = decision.output_dir or ctx.output_dir
+    if decision.action != "skip" and not cfg.get("plan", False):
+        lock = RunLock(run_dir)
+        try:
+            lock.acquire()
+        except RunLocked as error:
+            return Decision("skip", str(error), output_dir=run_dir, running_elsewhere=True), run_dir, ctx.output_dir
+        held.append(lock)
+        for path in checkpoint.remove_stale_temp_files(run_dir):
+            log.info("removed %s, left by a save that did not finish", path.name)
+        if cfg.get("restart", False):
+            _start_over(run_dir, uri)
+    return decision, run_dir, ctx.output_dir
+
+
+def _start_over(run_dir: Path, uri: str) -> None:
+    """`+restart=true`: set the run dir's checkpoints aside (`*.discarded`), close its MLflow run as
+    FAILED, and train from scratch there as a new MLflow run."""
+    for name in (CHECKPOINT_FILE, PREVIOUS_FILE):
+        if (run_dir / name).exists():
+            (run_dir / name).replace(run_dir / f"{name}.discarded")
+    previous = _recorded_run_id(run_dir, uri)
+    if previous is not None:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        client.set_tag(previous, "failure_reason", "started over with +restart=true")
+        client.set_terminated(previous, "FAILED")
+    (run_dir / RUN_FILE).unlink(missing_ok=True)
+    (run_dir / OUTBOX_FILE).unlink(missing_ok=True)
+    log.warning("+restart=true: %s starts over (old checkpoints kept as *.discarded)", run_dir)
+
+
+def _recorded_run_id(run_dir: Path, uri: str) -> str | None:
+    """The MLflow run that `run_dir/mlflow_run.json` names in the store at `uri`, if any."""
+    try:
+        record = json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record.get("run_id") if isinstance(record, dict) and record.get("tracking_uri") == uri else None
 
 
 def _remove_launcher_dir(path: Path) -> None:
@@ -144,8 +215,15 @@ def _remove_launcher_dir(path: Path) -> None:
 def _decide(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> Decision:
     """Resume in place when the job's own dir holds a run (a rerun or a SLURM requeue); else ask
     the experiment whether this configuration and seed ran before."""
-    if (ctx.output_dir / CHECKPOINT_FILE).exists() or (ctx.output_dir / RUN_FILE).exists():
-        return Decision("resume", f"resumes in {ctx.output_dir}")
+    own = ctx.output_dir
+    if checkpoint.exists(own) or (own / RUN_FILE).exists():
+        other = holder(own)
+        if other is not None:
+            return Decision("skip", describe(other), output_dir=own, running_elsewhere=True)
+        finished = _finished_in(own, uri)
+        if finished is not None and not cfg.get("restart", False):
+            return finished
+        return Decision("resume", f"resumes in {own}")
     db = sqlite_path(uri)
     if db is not None and not db.exists():  # no store yet: nothing ran (and nothing is created here)
         return Decision("run", "new")
@@ -153,6 +231,24 @@ def _decide(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> Decision:
 
     return decide(MlflowClient(tracking_uri=uri), cfg.tracking.experiment, chash, cfg.seed,
                   bool(cfg.get("rerun_failed", False)))
+
+
+def _finished_in(run_dir: Path, uri: str) -> Decision | None:
+    """A skip when the run recorded in `run_dir` FINISHED: its result is never redone or downgraded."""
+    run_id = _recorded_run_id(run_dir, uri)
+    if run_id is None:
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        run = MlflowClient(tracking_uri=uri).get_run(run_id)
+    except MlflowException:
+        return None
+    if run.info.status != "FINISHED":
+        return None
+    return Decision("skip", f"FINISHED before in this dir as MLflow run {run_id}",
+                    test_error=run.data.metrics.get("test_error", math.nan))
 
 
 def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, chash: str, uri: str,
@@ -166,9 +262,13 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
                           f"{checkpoint.world_size(state)} processes; resume it with as many", ranks.world_size)
     if state is not None and state.get("config_hash") != chash:
         raise ConfigError("hydra.run.dir", "holds a checkpoint of a different configuration; use a fresh output dir", str(run_dir))
+    recorded = _recorded_run_id(run_dir, uri)
+    if state is not None and recorded and state.get("mlflow_run_id") not in (None, recorded):
+        raise ConfigError("hydra.run.dir", f"holds a checkpoint of MLflow run {state.get('mlflow_run_id')}, but its "
+                          f"{RUN_FILE} names run {recorded}; use a fresh output dir", str(run_dir))
 
     if not ranks.is_main:
-        return _fit(_build_trainer(parts, ckpt_path, chash, state, on_epoch=lambda epoch, metrics: None), NO_TRACKING)
+        return _fit(_build_trainer(parts, ckpt_path, chash, state, on_epoch=lambda epoch, metrics: None), NO_TRACKING, 0.0)
     num_params = count_parameters(model)
     params = {**flatten(resolved), **ctx.choices, "model.num_params": str(num_params)}
     tracker = Tracker.open(
@@ -193,7 +293,7 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
         run_dir, type(model).__name__, num_params / 1e6, run.dataset.name,
         run.num_train, run.num_test, where, tracker.run_id,
     )
-    return _fit(trainer, tracker)
+    return _fit(trainer, tracker, float(cfg.tracking.get("wait_s", 120)))
 
 
 def _build_trainer(parts: Parts, ckpt_path: Path, chash: str, state: dict | None, on_epoch: EpochCallback,
@@ -223,14 +323,14 @@ class _NoTracking:
     def log_metric(self, key: str, value: float, step: int) -> None:
         pass
 
-    def finish(self) -> None:
+    def finish(self, wait_s: float = 0.0) -> None:
         pass
 
 
 NO_TRACKING = _NoTracking()
 
 
-def _fit(trainer: Trainer, tracker: Tracker | _NoTracking) -> float:
+def _fit(trainer: Trainer, tracker: Tracker | _NoTracking, wait_s: float) -> float:
     try:
         final = trainer.fit()
     except Diverged as error:
@@ -248,12 +348,15 @@ def _fit(trainer: Trainer, tracker: Tracker | _NoTracking) -> float:
     except KeyboardInterrupt:
         tracker.interrupted("KeyboardInterrupt")
         raise
+    except CheckpointError as error:
+        tracker.fail(str(error))
+        raise
     except BaseException as error:
         tracker.fail(f"{type(error).__name__}: {error}")
         raise
     if not tracker.finished_before:
         tracker.log_metric("train_time_s", final["train_time_s"], step=trainer.settings.epochs)
-        tracker.finish()
+        tracker.finish(wait_s)
     return final["test_error"]
 
 

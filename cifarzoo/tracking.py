@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
@@ -51,17 +53,54 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+class TrackingUnavailable(ConfigError):
+    """No MLflow tracking server answers at the configured URI (before a run starts)."""
+
+
+class TrackingLost(Exception):
+    """The tracking server went away during a run and was still gone at its end; the metrics it
+    did not get are safe in the run dir's outbox. The message is one line."""
+
+
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     """Fail fast, with one line naming the URI, when an http(s) tracking server does not answer
-    (MLflow's own client would retry for minutes)."""
+    (MLflow's own client would retry for minutes). The check is a real API call: `/health` skips
+    the server's Host-header check, so a host name the server does not allow would pass it and
+    then fail every call with 403."""
     if not uri.startswith(("http://", "https://")):
         return
     import requests
 
     try:
-        requests.get(uri.rstrip("/") + "/health", timeout=timeout_s).raise_for_status()
+        answer = requests.get(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search",
+                              params={"max_results": 1}, timeout=timeout_s)
     except requests.RequestException as error:
-        raise ConfigError("tracking.uri", f"no MLflow tracking server answers there ({type(error).__name__})", uri) from None
+        raise TrackingUnavailable("tracking.uri", f"no MLflow tracking server answers there ({type(error).__name__})", uri) from None
+    if answer.status_code == 403 and "host" in answer.text.lower():
+        host = urlsplit(uri).netloc
+        raise ConfigError("tracking.uri", f"the server refuses the host name {host!r} ({answer.text.strip()[:60]}); "
+                          f"start it with that name allowed: python -m cifarzoo.tracking serve --allowed-hosts {host},...", uri)
+    if answer.status_code >= 500:
+        raise TrackingUnavailable("tracking.uri", f"the tracking server answers HTTP {answer.status_code}", uri)
+    if not answer.ok:
+        raise ConfigError("tracking.uri", f"an MLflow API call there answers HTTP {answer.status_code}; "
+                          "is it an MLflow tracking server?", uri)
+
+
+def wait_reachable(uri: str, wait_s: float) -> None:
+    """`check_reachable`, retried for up to `wait_s` seconds while the server does not answer
+    (a short outage when a sweep job starts must not fail it)."""
+    deadline = time.monotonic() + wait_s
+    for attempt in itertools.count():
+        try:
+            check_reachable(uri)
+            return
+        except TrackingUnavailable as error:
+            if time.monotonic() >= deadline:
+                raise
+            if attempt == 0:
+                log.warning("%s; retrying for up to %.0f s (tracking.wait_s)", error, wait_s)
+        time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
 
 
 def connect(uri: str, experiment: str) -> tuple[MlflowClient, str]:
@@ -88,13 +127,30 @@ def _get_or_create_experiment(client: MlflowClient, name: str, artifacts: str | 
     raise RuntimeError(f"could not get or create MLflow experiment {name!r} at {client.tracking_uri}")
 
 
+# MLflow's client retries a failing http call for minutes by default; a run buffers its metrics
+# instead (below), so each call gives up sooner. Environment variables the user set win.
+_HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+_OUTAGE = (MlflowException, OSError)  # requests' errors are OSErrors; a failing store raises MlflowException
+OUTBOX_FILE = "pending_metrics.jsonl"
+
+
 class Tracker:
     """The MLflow run of one output dir. `open` creates it, or reopens the one recorded in
-    `<output_dir>/mlflow_run.json` so that a resumed run logs nothing twice."""
+    `<output_dir>/mlflow_run.json` so that a resumed run logs nothing twice.
 
-    def __init__(self, client: MlflowClient, run_id: str, logged_until: int, finished_before: bool) -> None:
+    Metrics go through an outbox file in the run dir (`pending_metrics.jsonl`, appended and
+    fsynced before each upload, emptied once the server has them): while the tracking server is
+    unreachable the run trains on and its metrics wait there, in order, with their original
+    timestamps; they are uploaded when the server answers again, at the latest when the run is
+    resumed. MLflow drops exact duplicates, so an upload repeated after a crash logs nothing twice."""
+
+    def __init__(self, client: MlflowClient, run_id: str, logged_until: int, finished_before: bool,
+                 outbox: Path | None = None) -> None:
         self.client, self.run_id, self.logged_until = client, run_id, logged_until
         self.finished_before = finished_before  # a rerun of a run that had already FINISHED
+        self.outbox = outbox
+        self._outage_reported = False
 
     @classmethod
     def open(
@@ -107,16 +163,21 @@ class Tracker:
         tags: dict[str, str],
         config_yaml: str,
     ) -> Tracker:
+        if uri.startswith(("http://", "https://")):
+            for key, value in _HTTP_RETRY_DEFAULTS.items():
+                os.environ.setdefault(key, value)
         client, experiment_id = connect(uri, experiment)
         run_file = output_dir / RUN_FILE
         run = _previous_run(client, run_file, uri, experiment_id)
         if run is None:
             run = client.create_run(experiment_id, run_name=run_name, tags=tags)
             output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / OUTBOX_FILE).unlink(missing_ok=True)  # a discarded run's, never uploaded to this one
             tmp = run_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri, "experiment_id": experiment_id}))
             tmp.replace(run_file)
-            logged_until, existing, finished_before = 0, {}, False
+            tracker = cls(client, run.info.run_id, 0, False, output_dir / OUTBOX_FILE)
+            existing: dict[str, str] = {}
         else:
             if run.data.tags.get("config_hash") != tags["config_hash"]:
                 raise ConfigError(
@@ -127,42 +188,136 @@ class Tracker:
             finished_before = run.info.status == "FINISHED"
             if not finished_before:
                 client.update_run(run.info.run_id, status="RUNNING")
+            tracker = cls(client, run.info.run_id, 0, finished_before, output_dir / OUTBOX_FILE)
+            uploaded = tracker.pending()
+            if uploaded and not tracker.flush():
+                raise TrackingLost(f"the tracking server took no metrics; {len(uploaded)} records stay in {tracker.outbox}")
+            if uploaded:
+                log.info("uploaded %d metric records kept in %s while the tracking server was away",
+                         len(uploaded), tracker.outbox)
             history = client.get_metric_history(run.info.run_id, "train_loss")
-            logged_until = max((m.step for m in history), default=0)
+            tracker.logged_until = max((m.step for m in history), default=0)
             existing = run.data.params
-            log.info("resuming MLflow run %s (epochs logged: %d)", run.info.run_id, logged_until)
+            log.info("resuming MLflow run %s (epochs logged: %d)", run.info.run_id, tracker.logged_until)
         missing = [Param(k, v) for k, v in params.items() if k not in existing]
         for i in range(0, len(missing), _BATCH):
             client.log_batch(run.info.run_id, params=missing[i : i + _BATCH])
         client.log_text(run.info.run_id, config_yaml, "config.yaml")
-        return cls(client, run.info.run_id, logged_until, finished_before)
+        return tracker
 
+    # -- metrics, through the outbox ---------------------------------------------------------
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         if epoch <= self.logged_until:  # already logged before an interruption
             return
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
+        self._post(epoch, metrics)
         self.logged_until = epoch
 
     def log_metric(self, key: str, value: float, step: int) -> None:
-        self.client.log_metric(self.run_id, key, value, step=step)
+        self._post(step, {key: value})
 
-    def finish(self) -> None:
-        self.client.set_terminated(self.run_id, "FINISHED")
+    def _post(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, "timestamp": int(time.time() * 1000), "metrics": {k: float(v) for k, v in metrics.items()}}
+        if self.outbox is None:
+            self._upload([record])
+            return
+        try:
+            with open(self.outbox, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as error:  # e.g. a full disk: straight to the server, which may still take it
+            log.warning("cannot write %s (%s); uploading directly", self.outbox, _one_line(error))
+            self.flush()
+            self._upload([record])
+            return
+        self.flush()
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The metric records the server has not confirmed yet, oldest first."""
+        if self.outbox is None or not self.outbox.exists():
+            return []
+        lines = self.outbox.read_text().splitlines()
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line cut short by a crash mid-append: its epoch is logged again on replay
+                log.warning("%s: skipping a truncated record", self.outbox)
+        return records
+
+    def flush(self) -> bool:
+        """Upload the outbox in order; False (the rest kept) if the server does not take it."""
+        records = self.pending()
+        for i, record in enumerate(records):
+            try:
+                self._upload([record])
+            except _OUTAGE as error:
+                self._keep(records[i:])
+                if not self._outage_reported:
+                    log.warning("tracking server unreachable (%s); training goes on, metrics wait in %s",
+                                _one_line(error), self.outbox)
+                    self._outage_reported = True
+                return False
+        if self.outbox is not None:
+            self.outbox.unlink(missing_ok=True)
+        if self._outage_reported:
+            log.info("tracking server back: %d pending metric records uploaded", len(records))
+            self._outage_reported = False
+        return True
+
+    def _upload(self, records: list[dict[str, Any]]) -> None:
+        metrics = [Metric(k, v, r["timestamp"], r["step"]) for r in records for k, v in r["metrics"].items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def _keep(self, records: list[dict[str, Any]]) -> None:
+        tmp = self.outbox.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        tmp.replace(self.outbox)
+
+    # -- the run's end -------------------------------------------------------------------------
+    def finish(self, wait_s: float = 0.0) -> None:
+        """Upload what is pending (retrying up to `wait_s` seconds) and mark the run FINISHED, or
+        raise TrackingLost when the server is still away."""
+        deadline = time.monotonic() + wait_s
+        while not self.flush():
+            if time.monotonic() >= deadline:
+                raise TrackingLost(
+                    f"the tracking server is unreachable at the end of the run; {len(self.pending())} metric records "
+                    f"are kept in {self.outbox}: rerun the same command when it is back to upload them and finish the run")
+            time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+        try:
+            self.client.set_terminated(self.run_id, "FINISHED")
+        except _OUTAGE as error:
+            raise TrackingLost(f"could not mark MLflow run {self.run_id} FINISHED ({_one_line(error)}); "
+                               "rerun the same command to finish it") from None
 
     def fail(self, reason: str, **tags: str) -> None:
-        self.client.set_tag(self.run_id, "failure_reason", reason[:5000])
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
-        self.client.set_terminated(self.run_id, "FAILED")
+        self._best_effort("record the failure", lambda: (
+            self.client.set_tag(self.run_id, "failure_reason", reason[:5000]),
+            [self.client.set_tag(self.run_id, k, v) for k, v in tags.items()],
+            self.client.set_terminated(self.run_id, "FAILED")))
 
     def requeued(self, reason: str) -> None:
         """The job was requeued and will resume this run: it stays RUNNING."""
-        self.client.set_tag(self.run_id, "requeued", reason)
+        self._best_effort("tag the requeue", lambda: self.client.set_tag(self.run_id, "requeued", reason))
 
     def interrupted(self, reason: str) -> None:
-        self.client.set_tag(self.run_id, "interrupted", reason)
-        self.client.set_terminated(self.run_id, "KILLED")
+        self._best_effort("mark the run KILLED", lambda: (
+            self.client.set_tag(self.run_id, "interrupted", reason),
+            self.client.set_terminated(self.run_id, "KILLED")))
+
+    def _best_effort(self, what: str, call: Any) -> None:
+        """A run that is ending anyway reports a tracking failure in one line, not a second traceback."""
+        self.flush()
+        try:
+            call()
+        except _OUTAGE as error:
+            log.error("could not %s of MLflow run %s: %s", what, self.run_id, _one_line(error))
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]
 
 
 def _previous_run(client: MlflowClient, run_file: Path, uri: str, experiment_id: str) -> Any:
@@ -182,13 +337,28 @@ def _previous_run(client: MlflowClient, run_file: Path, uri: str, experiment_id:
 
 
 
-def serve_command(host: str, port: int, backend_store_uri: str, artifacts: Path, workers: int) -> list[str]:
+def serve_command(host: str, port: int, backend_store_uri: str, artifacts: Path, workers: int,
+                  allowed_hosts: list[str]) -> list[str]:
     """`mlflow server` for a cluster: jobs log over http, one process owns the sqlite file."""
     return [
         sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
         "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(artifacts),
-        "--workers", str(workers),
+        "--workers", str(workers), "--allowed-hosts", ",".join(allowed_hosts),
     ]
+
+
+def default_allowed_hosts(host: str) -> list[str]:
+    """The Host headers the server accepts: MLflow's default (localhost and private IPs) plus this
+    machine's names and `host`, with any port. Jobs on other nodes reach the server by one of
+    these names; MLflow answers any other with 403 "Invalid Host header" (DNS-rebinding guard)."""
+    import socket
+
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    names = {socket.gethostname(), socket.getfqdn()}
+    if host not in ("0.0.0.0", "::", ""):
+        names.add(host)
+    return [*get_default_allowed_hosts(), *(f"{n}{port}" for n in sorted(names) for port in ("", ":*"))]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,11 +376,15 @@ def main(argv: list[str] | None = None) -> None:
                        help="sqlite:///... or a database URI such as postgresql://... (default %(default)s)")
     serve.add_argument("--artifacts", type=Path, default=outputs_dir() / "mlartifacts")
     serve.add_argument("--workers", type=int, default=2)
+    serve.add_argument("--allowed-hosts", default=None,
+                       help="comma-separated Host names jobs may use in tracking.uri (MLflow's DNS-rebinding guard; "
+                            "default: localhost, private IPs, this machine's host names and --host); '*' allows all")
     args = parser.parse_args(argv)
     db = sqlite_path(args.backend_store_uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
-    command = serve_command(args.host, args.port, args.backend_store_uri, args.artifacts, args.workers)
+    allowed = args.allowed_hosts.split(",") if args.allowed_hosts else default_allowed_hosts(args.host)
+    command = serve_command(args.host, args.port, args.backend_store_uri, args.artifacts, args.workers, allowed)
     print(f"cifarzoo: MLflow server for runs with tracking.uri=http://{args.host}:{args.port}", flush=True)
     os.execv(command[0], command)  # the server replaces this process: signals reach it directly
 

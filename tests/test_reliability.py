@@ -1,0 +1,302 @@
+"""Nothing lost, nobody in: checkpoints that run no code and survive corruption, one writer per
+run dir, a full disk, outcome files the summary can always count, and a non-finite test loss."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cifarzoo import checkpoint
+from cifarzoo.checkpoint import CheckpointError
+from cifarzoo.loop import Trainer
+from cifarzoo.runlock import LOCK_FILE, RunLock
+from cifarzoo.sweep import OUTCOME_FILE, failed_jobs, summarize, write_outcome
+from cifarzoo.task import train
+from cifarzoo.tracking import Tracker
+
+SMALL = ("model.depth=8", "data.train_size=128", "data.test_size=64", "train.batch_size=32")
+
+
+def runs_of(client, experiment="test"):
+    exp = client.get_experiment_by_name(experiment)
+    return [] if exp is None else client.search_runs([exp.experiment_id])
+
+
+def outcome(directory: Path) -> str:
+    return json.loads((directory / OUTCOME_FILE).read_text())["outcome"]
+
+
+def steps(client, run_id: str, key: str = "train_loss") -> list[int]:
+    return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+def interrupt_after_epoch(epoch: int):
+    """A Tracker.log_epoch that sends this process SIGTERM once `epoch` is logged, as a scheduler
+    would: the loop checkpoints at its next step, the run is KILLED (SystemExit)."""
+    original = Tracker.log_epoch
+
+    def log_then_signal(self, e, metrics):
+        original(self, e, metrics)
+        if e == epoch:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return log_then_signal
+
+
+def stop_after_epoch(epoch: int):
+    """A Trainer.save that 'kills' the process (SystemExit) right after the checkpoint of `epoch`."""
+    original = Trainer.save
+
+    def save_then_die(self):
+        original(self)
+        if self.epoch == epoch and self.step == 0:
+            raise SystemExit(f"killed after the epoch-{epoch} checkpoint")
+
+    return save_then_die
+
+
+# -- 1. code execution from a checkpoint ------------------------------------------------------
+
+class Payload:
+    """Unpickling this runs `open(marker, 'w')`: what a crafted checkpoint.pt would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+def malicious_checkpoint(path: Path, marker: Path) -> None:
+    torch.save({"model": {}, "epoch": 0, "payload": Payload(marker)}, path)
+
+
+def test_the_malicious_payload_is_live_but_a_checkpoint_load_does_not_run_it(tmp_path):
+    control, marker = tmp_path / "control", tmp_path / "marker"
+    malicious_checkpoint(tmp_path / "c.pt", control)
+    torch.load(tmp_path / "c.pt", weights_only=False)  # the unsafe load the project used to do
+    assert control.exists(), "the test payload must really run code when unpickled unsafely"
+
+    malicious_checkpoint(tmp_path / "checkpoint.pt", marker)
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.load(tmp_path / "checkpoint.pt")
+    assert not marker.exists()
+    assert str(tmp_path / "checkpoint.pt") in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_sweep_is_not_pointed_at_a_dir_by_an_output_dir_tag(make_run, client, monkeypatch, tmp_path, one_thread, caplog):
+    monkeypatch.setattr(Tracker, "log_epoch", interrupt_after_epoch(1))
+    cfg, first = make_run(*SMALL, out="first")
+    with pytest.raises(SystemExit):
+        train(cfg, first)
+    monkeypatch.undo()
+    (killed,) = runs_of(client)
+    assert killed.info.status == "KILLED"
+    # An attacker with access to the tracking server retargets the unfinished run at their dir.
+    evil, marker = tmp_path / "evil", tmp_path / "marker"
+    evil.mkdir()
+    malicious_checkpoint(evil / "checkpoint.pt", marker)
+    client.set_tag(killed.info.run_id, "output_dir", str(evil))
+
+    cfg, again = make_run(*SMALL, out="again")
+    with caplog.at_level(logging.WARNING, logger="cifarzoo"):
+        assert math.isfinite(train(cfg, again))
+    assert not marker.exists()
+    assert "does not name the run: not resumed from there" in caplog.text
+    assert outcome(again.output_dir) == "finished"  # trained anew in its own dir, not in the attacker's
+    assert (again.output_dir / "checkpoint.pt").exists()
+
+
+# -- 2. one writer per run ---------------------------------------------------------------------
+
+def test_a_run_dir_held_by_a_live_process_is_skipped_as_running_elsewhere(make_run, client, tmp_path, capsys, one_thread):
+    cfg, ctx = make_run(*SMALL, out="held")
+    with RunLock(ctx.output_dir):  # this (live) process holds it, as another job would
+        assert math.isnan(train(cfg, ctx))
+        assert runs_of(client) == []  # no MLflow run created, nothing trained
+        assert not (ctx.output_dir / OUTCOME_FILE).exists()  # nothing written into a dir another process holds
+    assert not (ctx.output_dir / LOCK_FILE).exists()
+    assert math.isfinite(train(cfg, ctx))  # released: now it trains
+
+
+def test_a_reinvoked_sweep_skips_a_run_still_training_elsewhere(make_run, client, monkeypatch, capsys, one_thread):
+    monkeypatch.setattr(Tracker, "log_epoch", interrupt_after_epoch(1))
+    cfg, first = make_run(*SMALL, out="first")
+    with pytest.raises(SystemExit):
+        train(cfg, first)
+    monkeypatch.undo()
+    with RunLock(first.output_dir):  # the first job is (still) training there
+        cfg, planned = make_run(*SMALL, "+plan=true", out="plan/0")
+        train(cfg, planned)
+        assert "running elsewhere" in capsys.readouterr().out
+        cfg, again = make_run(*SMALL, out="sweep/0")
+        assert math.isnan(train(cfg, again))
+        assert outcome(again.output_dir) == "skipped-running"
+    (run,) = runs_of(client)
+    assert run.info.status == "KILLED" and steps(client, run.info.run_id) == [1]
+    line, counts = summarize(again.output_dir.parent)
+    assert "1 running elsewhere" in line and failed_jobs(counts) == 0
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(make_run, client, one_thread):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cfg, ctx = make_run(*SMALL, out="stale")
+    ctx.output_dir.mkdir(parents=True)
+    (ctx.output_dir / LOCK_FILE).write_text(json.dumps({"host": os.uname().nodename, "pid": dead.pid}))
+    (ctx.output_dir / ".checkpoint.pt.tmp4242").write_bytes(b"half a checkpoint")  # a killed save's leftover
+    assert math.isfinite(train(cfg, ctx))
+    assert not (ctx.output_dir / LOCK_FILE).exists()  # released at the end
+    assert not list(ctx.output_dir.glob(".checkpoint*.tmp*"))
+
+
+@pytest.mark.slow
+def test_two_processes_started_on_one_run_dir_train_it_once(tmp_path):
+    from conftest import REPO_DIR
+    from mlflow.tracking import MlflowClient
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "CIFARZOO_OUTPUTS": str(tmp_path / "outputs"), "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, str(REPO_DIR / "run.py"), "data=fake", "data.train_size=1024", "data.test_size=64",
+            "model.depth=8", "train.epochs=2", "train.batch_size=64", "train.device=cpu", f"hydra.run.dir={run_dir}"]
+    procs = [subprocess.Popen(args, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert steps(client, runs[0].info.run_id) == [1, 2]  # each epoch logged once
+    log = "\n".join(outputs)
+    assert "running elsewhere" in log or "FINISHED before in this dir" in log
+
+
+# -- 3. corrupt or truncated checkpoints ---------------------------------------------------
+
+def test_a_truncated_checkpoint_falls_back_to_the_previous_one_and_logs_no_epoch_twice(
+        make_run, client, monkeypatch, caplog, one_thread):
+    cfg, straight = make_run(*SMALL, "train.epochs=3", "tracking.experiment=straight", out="straight")
+    expected = train(cfg, straight)
+
+    monkeypatch.setattr(Trainer, "save", stop_after_epoch(2))
+    cfg, ctx = make_run(*SMALL, "train.epochs=3", out="run")
+    with pytest.raises(SystemExit):
+        train(cfg, ctx)
+    monkeypatch.undo()
+    current = ctx.output_dir / "checkpoint.pt"
+    assert checkpoint.read(ctx.output_dir / "checkpoint.prev.pt")["epoch"] == 1
+    current.write_bytes(current.read_bytes()[:1000])  # a crash mid-copy, a bad sector, ...
+
+    with caplog.at_level(logging.WARNING, logger="cifarzoo"):
+        assert train(cfg, ctx) == expected  # replays epoch 2 from the epoch-1 checkpoint, bit for bit
+    assert "unreadable checkpoint" in caplog.text and "resuming from the previous checkpoint" in caplog.text
+    (run,) = runs_of(client)
+    assert run.info.status == "FINISHED" and steps(client, run.info.run_id) == [1, 2, 3]
+
+
+def test_no_readable_checkpoint_is_one_line_with_the_way_out_and_restart_starts_over(
+        make_run, client, monkeypatch, capsys, one_thread):
+    monkeypatch.setattr(Trainer, "save", stop_after_epoch(2))
+    cfg, ctx = make_run(*SMALL, "train.epochs=3", out="run")
+    with pytest.raises(SystemExit):
+        train(cfg, ctx)
+    monkeypatch.undo()
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (ctx.output_dir / name).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError) as error:
+        train(cfg, ctx)
+    message = str(error.value)
+    assert "\n" not in message and str(ctx.output_dir / "checkpoint.pt") in message and "+restart=true" in message
+    assert outcome(ctx.output_dir) == "failed"
+
+    cfg, again = make_run(*SMALL, "train.epochs=3", "+restart=true", out="run")
+    assert math.isfinite(train(cfg, again))
+    statuses = sorted((r.info.status, r.data.tags.get("failure_reason", "")) for r in runs_of(client))
+    assert statuses == [("FAILED", "started over with +restart=true"), ("FINISHED", "")]
+    assert (ctx.output_dir / "checkpoint.pt.discarded").exists()
+
+
+def test_a_finished_runs_result_is_never_downgraded_by_a_broken_checkpoint(make_run, client, one_thread):
+    cfg, ctx = make_run(*SMALL, "train.epochs=1", out="run")
+    error = train(cfg, ctx)
+    (ctx.output_dir / "checkpoint.pt").write_bytes(b"garbage")
+    (ctx.output_dir / "checkpoint.prev.pt").unlink(missing_ok=True)
+    assert train(cfg, ctx) == error  # skipped: FINISHED before in this dir
+    assert outcome(ctx.output_dir) == "skipped"
+    (run,) = runs_of(client)
+    assert run.info.status == "FINISHED"
+
+
+# -- 4. a full disk ------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 192 KiB filesystem (tmpfs; needs root, as CI has)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_fails_the_run_in_one_line_and_leaves_no_temp_file(make_run, client, small_disk, one_thread):
+    cfg, ctx = make_run(*SMALL, "train.epochs=1", out="unused")
+    ctx.output_dir = small_disk / "run"  # the run dir on the small disk; the MLflow store elsewhere
+    with pytest.raises(CheckpointError) as error:
+        train(cfg, ctx)
+    message = str(error.value)
+    assert message == f"cannot write checkpoint {ctx.output_dir / 'checkpoint.pt'}: [Errno 28] No space left on device"
+    assert not list(ctx.output_dir.glob(".checkpoint*"))
+    (run,) = runs_of(client)
+    assert run.info.status == "FAILED" and run.data.tags["failure_reason"] == message
+    assert outcome(ctx.output_dir) == "failed"
+
+
+def test_outcomes_are_written_atomically_and_the_summary_counts_unreadable_ones(small_disk, tmp_path):
+    write_outcome(small_disk / "0", "finished")
+    with open(small_disk / "fill", "wb", buffering=0) as f:  # fill the disk to the last byte
+        with pytest.raises(OSError):
+            while True:
+                f.write(b"x" * 512)
+    write_outcome(small_disk / "0", "failed")  # cannot be written: the old outcome stays whole
+    assert outcome(small_disk / "0") == "finished"
+    assert not list((small_disk / "0").glob(".outcome*"))
+
+    sweep = tmp_path / "sweep"
+    write_outcome(sweep / "0", "finished")
+    (sweep / "1").mkdir(parents=True)
+    (sweep / "1" / OUTCOME_FILE).write_text("")  # left 0-byte by a writer that died
+    line, counts = summarize(sweep)
+    assert line == "cifarzoo sweep: 1 finished (0 resumed), 0 failed, 0 skipped, 1 without a readable outcome (killed, or the disk was full)"
+    assert failed_jobs(counts) == 1  # the sweep exits non-zero
+
+
+# -- 6. divergence seen first in the test loss -----------------------------------------------
+
+def test_a_non_finite_test_loss_marks_the_run_diverged(make_run, client, monkeypatch, one_thread):
+    evaluate = Trainer.evaluate
+
+    def overflowing_test_logits(self):
+        loss, error = evaluate(self)
+        return math.nan, error  # weights huge but finite: the training loss is fine, test logits overflow
+
+    monkeypatch.setattr(Trainer, "evaluate", overflowing_test_logits)
+    cfg, ctx = make_run(*SMALL, "train.epochs=3")
+    assert math.isnan(train(cfg, ctx))
+    (run,) = runs_of(client)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"] == "diverged" and run.data.tags["diverged_epoch"] == "1"
+    assert steps(client, run.info.run_id) == [1]  # stopped at once, not an epoch later
