@@ -320,7 +320,7 @@ class _NoTracking:
     def interrupted(self, reason: str) -> None:
         pass
 
-    def log_metric(self, key: str, value: float, step: int) -> None:
+    def log_final(self, train_time_s: float, step: int) -> None:
         pass
 
     def finish(self, wait_s: float = 0.0) -> None:
@@ -355,7 +355,7 @@ def _fit(trainer: Trainer, tracker: Tracker | _NoTracking, wait_s: float) -> flo
         tracker.fail(f"{type(error).__name__}: {error}")
         raise
     if not tracker.finished_before:
-        tracker.log_metric("train_time_s", final["train_time_s"], step=trainer.settings.epochs)
+        tracker.log_final(final["train_time_s"], step=trainer.settings.epochs)
         tracker.finish(wait_s)
     return final["test_error"]
 

@@ -133,6 +133,7 @@ _HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQ
                         "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 _OUTAGE = (MlflowException, OSError)  # requests' errors are OSErrors; a failing store raises MlflowException
 OUTBOX_FILE = "pending_metrics.jsonl"
+FINAL_METRIC = "train_time_s"
 
 
 class Tracker:
@@ -150,6 +151,7 @@ class Tracker:
         self.client, self.run_id, self.logged_until = client, run_id, logged_until
         self.finished_before = finished_before  # a rerun of a run that had already FINISHED
         self.outbox = outbox
+        self.final_logged = False  # `train_time_s` is in the run (a resumed run that had ended)
         self._outage_reported = False
 
     @classmethod
@@ -166,6 +168,7 @@ class Tracker:
         if uri.startswith(("http://", "https://")):
             for key, value in _HTTP_RETRY_DEFAULTS.items():
                 os.environ.setdefault(key, value)
+            logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a line per retry; ours says it once
         client, experiment_id = connect(uri, experiment)
         run_file = output_dir / RUN_FILE
         run = _previous_run(client, run_file, uri, experiment_id)
@@ -197,6 +200,7 @@ class Tracker:
                          len(uploaded), tracker.outbox)
             history = client.get_metric_history(run.info.run_id, "train_loss")
             tracker.logged_until = max((m.step for m in history), default=0)
+            tracker.final_logged = bool(client.get_metric_history(run.info.run_id, FINAL_METRIC))
             existing = run.data.params
             log.info("resuming MLflow run %s (epochs logged: %d)", run.info.run_id, tracker.logged_until)
         missing = [Param(k, v) for k, v in params.items() if k not in existing]
@@ -212,8 +216,11 @@ class Tracker:
         self._post(epoch, metrics)
         self.logged_until = epoch
 
-    def log_metric(self, key: str, value: float, step: int) -> None:
-        self._post(step, {key: value})
+    def log_final(self, train_time_s: float, step: int) -> None:
+        """The run's total training time, once."""
+        if not self.final_logged:
+            self._post(step, {FINAL_METRIC: train_time_s})
+            self.final_logged = True
 
     def _post(self, step: int, metrics: dict[str, float]) -> None:
         record = {"step": step, "timestamp": int(time.time() * 1000), "metrics": {k: float(v) for k, v in metrics.items()}}

@@ -5,6 +5,8 @@ call that sees the server's Host-header refusal."""
 from __future__ import annotations
 
 import math
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -40,7 +42,7 @@ class Server:
             [sys.executable, "-m", "cifarzoo.tracking", "serve", "--port", str(self.port), "--workers", "1",
              "--backend-store-uri", f"sqlite:///{self.tmp / 'server.db'}", "--artifacts", str(self.tmp / "artifacts"),
              *self.extra],
-            cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=open(self.tmp / "server.log", "a"), start_new_session=True)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -48,13 +50,13 @@ class Server:
                     return self
             except requests.RequestException:
                 pass
-            assert self.proc.poll() is None, self.proc.stderr.read()[-2000:]
+            assert self.proc.poll() is None, (self.tmp / "server.log").read_text()[-2000:]
             time.sleep(0.3)
         raise AssertionError("server did not answer within 120 s")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()  # an outage, not a clean shutdown
+            os.killpg(self.proc.pid, signal.SIGKILL)  # an outage, not a clean shutdown: the server and its workers
             self.proc.wait(timeout=30)
 
 
