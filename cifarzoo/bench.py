@@ -44,7 +44,7 @@ from torchvision import transforms
 import cifarzoo  # noqa: F401  (registers the config resolvers)
 from cifarzoo.build import BuiltRun, build_run
 from cifarzoo.compose import compose_with_choices, one_line_errors
-from cifarzoo.config import build
+from cifarzoo.config import build, build_model
 from cifarzoo.data import ImageDataset
 from cifarzoo.errors import ConfigError
 from cifarzoo.loop import Trainer
@@ -106,7 +106,7 @@ class Setup:
         """The same architecture, initialised as a run initialises it (same seed)."""
         torch.manual_seed(self.cfg.seed)
         dataset = self.run.dataset
-        return build(self.cfg.model, in_channels=dataset.channels, num_classes=dataset.num_classes)
+        return build_model(self.cfg.model, dataset.channels, dataset.num_classes)
 
 
 @dataclass

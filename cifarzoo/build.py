@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 
 from cifarzoo.aug import Recipe
-from cifarzoo.config import build
+from cifarzoo.config import build, build_model
 from cifarzoo.data import DeviceData, ImageDataset
 from cifarzoo.distributed import Ranks
 from cifarzoo.errors import is_int, require
@@ -82,12 +82,14 @@ def build_components(cfg: DictConfig, ranks: Ranks = Ranks()) -> Components:
             f"must be divisible by the number of processes {world} (it is the global batch size)", settings.batch_size)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     dataset = build(cfg.data)
-    model = build(cfg.model, in_channels=dataset.channels, num_classes=dataset.num_classes)
+    model = build_model(cfg.model, dataset.channels, dataset.num_classes)
     if ranks.rank > 0:  # rank 0 goes on with the stream after the initial weights, as a one-process run
         torch.manual_seed(rank_seed(cfg.seed, ranks.rank))
     aug, optimizer_factory, schedule = build(cfg.aug), build(cfg.optim), build(cfg.sched)
     aug.check_image_size(dataset.image_size, dataset.image_size)
+    aug.use_normalization(dataset.mean, dataset.std)
     precision = build(cfg.precision)
+    aug.compute_loss_in(precision.loss_dtype)
     t = cfg.train
     require(t.channels_last in (None, True, False), "train.channels_last", "must be true, false or null", t.channels_last)
     require(isinstance(t.compile, bool), "train.compile", "must be true or false", t.compile)

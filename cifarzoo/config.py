@@ -9,7 +9,7 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cifarzoo.errors import ConfigError
 
@@ -26,6 +26,24 @@ def build(node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(error.__cause__, ConfigError):
             raise error.__cause__ from None
         raise
+
+
+# Keys every model option takes without naming them in its yaml (set them with `+model.init=...`):
+# applied after the family's constructor (`cifarzoo.models.init.apply_init`), with these defaults.
+MODEL_INIT_KEYS = {"init": "default", "bn_weight_init": "one"}
+
+
+def build_model(node: DictConfig, in_channels: int, num_classes: int) -> Any:
+    """The `model` group's network: its `_target_` built from the other keys, then initialised by
+    `model.init` / `model.bn_weight_init` when the config sets them (absent = the family's own init)."""
+    from cifarzoo.models.init import apply_init
+
+    node = copy.deepcopy(node)
+    with_struct = OmegaConf.is_struct(node)
+    OmegaConf.set_struct(node, False)
+    init = {key: node.pop(key, default) for key, default in MODEL_INIT_KEYS.items()}
+    OmegaConf.set_struct(node, with_struct)
+    return apply_init(build(node, in_channels=in_channels, num_classes=num_classes), **init)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cifarzoo.compose import compose_with_choices, one_line_errors
-from cifarzoo.config import build
+from cifarzoo.config import build, build_model
 from cifarzoo.errors import ConfigError
 from cifarzoo.models import count_parameters
 
@@ -34,7 +34,7 @@ def describe(overrides: Sequence[str]) -> dict[str, object]:
     with one_line_errors():
         cfg, choices = compose_with_choices(overrides)
     dataset = build(cfg.data)
-    model = build(cfg.model, in_channels=dataset.channels, num_classes=dataset.num_classes)
+    model = build_model(cfg.model, dataset.channels, dataset.num_classes)
     shape = (dataset.channels, dataset.image_size, dataset.image_size)
     return {
         "params": count_parameters(model),

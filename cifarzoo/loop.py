@@ -279,7 +279,7 @@ class Trainer:
                 loss, logits = self.aug.loss(self.train_forward, views, targets)
             self.precision.backward(loss, self.optimizer, self.grad_clip)
             if not first:
-                first.append((loss.detach(), logits.detach()))
+                first.append((loss.detach().float(), logits.detach()))  # float: a half loss x batch size can overflow
             return loss
 
         self.precision.step(self.optimizer, closure)

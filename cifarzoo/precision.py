@@ -10,6 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from cifarzoo.errors import require
 
 
 def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float | None) -> None:
@@ -25,6 +28,8 @@ class Precision:
     dtype: torch.dtype | None = None
     # False where `step` cannot hand the closure to the optimizer (GradScaler has no closure support).
     supports_closure_optimizers = True
+    # The dtype the training loss (cross entropy) is computed in, from the model's logits.
+    loss_dtype: torch.dtype = torch.float32
 
     def setup(self, device: torch.device) -> None:
         self.device = device
@@ -94,10 +99,28 @@ class AmpFP16(Precision):
 class FP16(Precision):
     """The whole model in float16 with no loss scaling and no fp32 master weights: apex's O3, the
     seeds' "FP16" rows. Expected to diverge at large batch sizes; the run is then recorded as
-    diverged. The loss is computed in float32 from the half logits. Runs on CPU too (slowly)."""
+    diverged. Runs on CPU too (slowly).
+
+    Defaults: every layer in half, the loss computed in float32 from the half logits.
+    `keep_batchnorm_fp32=true` keeps BatchNorm layers (weights, biases, running statistics) in
+    float32 while their inputs and outputs stay half (apex's option of that name); `loss_in_half=true`
+    computes the cross entropy in float16 from the half logits. Both true = hysts' `--fp16` of
+    Dec 2018 - Jan 2019, which made the seed's FP16 table (`model.half()`, then `.float()` on every
+    BatchNorm2d; the criterion on the half outputs)."""
+
+    def __init__(self, keep_batchnorm_fp32: bool = False, loss_in_half: bool = False) -> None:
+        require(isinstance(keep_batchnorm_fp32, bool), "precision.keep_batchnorm_fp32", "must be true or false",
+                keep_batchnorm_fp32)
+        require(isinstance(loss_in_half, bool), "precision.loss_in_half", "must be true or false", loss_in_half)
+        self.keep_batchnorm_fp32 = keep_batchnorm_fp32
+        self.loss_dtype = torch.float16 if loss_in_half else torch.float32
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.half()
+        if self.keep_batchnorm_fp32:
+            for module in model.modules():
+                if isinstance(module, _BatchNorm):
+                    module.float()
         model.register_forward_pre_hook(_inputs_to_half)
         return model
 

@@ -38,10 +38,12 @@ class Criterion:
     """Loss of logits against soft targets: cross entropy, optionally with label smoothing."""
 
     epsilon: float = 0.0
+    # float32 even when the model runs in half precision (the loss is cheap, overflow is not), unless
+    # the precision computes it in half as hysts' --fp16 did (`Recipe.compute_loss_in`).
+    dtype: torch.dtype = torch.float32
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        # In float32 even when the model runs in half precision: the loss is cheap, overflow is not.
-        return F.cross_entropy(logits.float(), targets, label_smoothing=self.epsilon)
+        return F.cross_entropy(logits.to(self.dtype), targets.to(self.dtype), label_smoothing=self.epsilon)
 
 
 Forward = Callable[[torch.Tensor], torch.Tensor]

@@ -41,6 +41,6 @@ class DualCutout(Objective):
 
     def __call__(self, model: Forward, views: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor,
                  criterion: Criterion) -> tuple[torch.Tensor, torch.Tensor]:
-        first, second = model(views[0]).float(), model(views[1]).float()
+        first, second = model(views[0]).to(criterion.dtype), model(views[1]).to(criterion.dtype)
         loss = (criterion(first, targets) + criterion(second, targets)) / 2 + self.alpha * F.mse_loss(first, second)
         return loss, (first + second) / 2

@@ -61,6 +61,18 @@ class Recipe:
             if check is not None:
                 check(h, w)
 
+    def use_normalization(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        """Tell the blocks that fill in pixel values (`define use_normalization`) the dataset's
+        per-channel normalisation, e.g. where black lies in normalised space."""
+        for block in self.blocks.values():
+            use = getattr(block, "use_normalization", None)
+            if use is not None:
+                use(mean, std)
+
+    def compute_loss_in(self, dtype: torch.dtype) -> None:
+        """The dtype the criterion computes the loss in (float32; float16 for hysts' --fp16)."""
+        self.criterion.dtype = dtype
+
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The uint8 stage alone (crop, flip, policies): what the images look like before normalising."""
         for block in self.image_blocks:

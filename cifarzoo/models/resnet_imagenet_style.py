@@ -21,14 +21,18 @@ blocks' first conv widens to `inner_widen` x the stage width and whose second co
 (`cardinality` groups) back to the stage width. That is the seed's construction, not Xie et
 al.'s bottleneck ResNeXt (see `model=resnext` for that).
 
-Deviations from the seed's code, stated plainly:
-- The seed adds a block's shortcut only when it is a projection (`if self.shortcut:` with
-  `None` for identity), so its identity blocks have no skip connection at all. Here every
-  block is residual, as in He et al. and kuangliu. Parameter counts are unchanged.
-- The seed passes its norm layer only to the stem (the blocks always use BatchNorm), so its
-  instance/layer/group-norm rows change one layer. Here `model.norm` applies to every norm
-  layer, as the study intends. Its InstanceNorm has no affine parameters; `layers.py`'s has.
-- Init: He fan-out normal (`init_weights`); the seed/kuangliu keep PyTorch's default init.
+The seed's code differs from the textbook network in two ways; the defaults build the textbook
+network (He et al., kuangliu), two switches build the seed's:
+- `identity_shortcuts: false`: the seed adds a block's shortcut only when it is a projection
+  (`if self.shortcut:` with `None` for identity), so its identity blocks have no skip
+  connection at all; only the first block of stages 2-4 is residual. Default true: every block
+  is residual. Parameter counts are the same either way.
+- `norm_scope: stem`: the seed passes its norm layer only to the stem (`_make_layer` does not
+  hand it on; the blocks always use BatchNorm), so its instance/layer/group-norm rows change one
+  layer. Default `all`: `model.norm` replaces every norm layer. The seed's InstanceNorm has no
+  affine parameters (128 fewer with norm_scope stem); `layers.py`'s has.
+- Init: He fan-out normal (`init_weights`); the seed/kuangliu keep PyTorch's default init
+  (`+model.init=pytorch_default`).
 - `widen` may be fractional (e.g. 0.25 for tests) as long as 64*widen is a whole number.
 """
 
@@ -55,7 +59,7 @@ class BasicBlock(nn.Module):
     """conv3x3 -> norm -> act -> conv3x3 (grouped if cardinality > 1) -> norm, + shortcut, act."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, inner_ch: int, groups: int,
-                 norm: Callable[[int], nn.Module], act: Callable[[], nn.Module]) -> None:
+                 norm: Callable[[int], nn.Module], act: Callable[[], nn.Module], identity_shortcut: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, inner_ch, 3, stride, 1, bias=False)
         self.bn1 = norm(inner_ch)
@@ -63,14 +67,17 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(inner_ch, out_ch, 3, 1, 1, groups=groups, bias=False)
         self.bn2 = norm(out_ch)
         self.act2 = act()
-        self.shortcut: nn.Module = nn.Identity()
+        # identity_shortcut=False: a block whose shortcut would be the identity has none (the seed's plain blocks).
+        self.shortcut: nn.Module | None = nn.Identity() if identity_shortcut else None
         if stride != 1 or in_ch != out_ch:
             self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, 0, bias=False), norm(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.act1(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        return self.act2(y + self.shortcut(x))
+        if self.shortcut is not None:
+            y = y + self.shortcut(x)
+        return self.act2(y)
 
 
 def _check_widen(widen: object) -> int:
@@ -89,12 +96,15 @@ class ResNetImageNetStyle(nn.Module):
         widen: float = 1,
         activation: str = "relu",
         norm: str = "batch",
+        identity_shortcuts: bool = True,
+        norm_scope: str = "all",
     ) -> None:
         super().__init__()
-        self._build(in_channels, num_classes, depth, widen, activation, norm, cardinality=1, inner_widen=1)
+        self._build(in_channels, num_classes, depth, widen, activation, norm, cardinality=1, inner_widen=1,
+                    identity_shortcuts=identity_shortcuts, norm_scope=norm_scope)
 
     def _build(self, in_channels: int, num_classes: int, depth: int, widen: float, activation: str, norm: str,
-               cardinality: int, inner_widen: int) -> None:
+               cardinality: int, inner_widen: int, identity_shortcuts: bool = True, norm_scope: str = "all") -> None:
         depths = ", ".join(str(d) for d in STAGE_BLOCKS)
         require(isinstance(depth, int) and depth in STAGE_BLOCKS, "model.depth", f"must be one of {depths}", depth)
         base = _check_widen(widen)
@@ -105,6 +115,10 @@ class ResNetImageNetStyle(nn.Module):
         require(base % cardinality == 0, "model.cardinality",
                 f"must divide the stem width 64*widen = {base} (grouped conv)", cardinality)
         make_norm, make_act = check_norm(norm), check_activation(activation)
+        require(isinstance(identity_shortcuts, bool), "model.identity_shortcuts", "must be true or false",
+                identity_shortcuts)
+        require(norm_scope in ("all", "stem"), "model.norm_scope", "must be all or stem", norm_scope)
+        block_norm = make_norm if norm_scope == "all" else check_norm("batch")
 
         self.conv = nn.Conv2d(in_channels, base, 3, 1, 1, bias=False)
         self.bn = make_norm(base)
@@ -115,7 +129,7 @@ class ResNetImageNetStyle(nn.Module):
             blocks = []
             for j in range(n):
                 blocks.append(BasicBlock(in_ch, out_ch, stride if j == 0 else 1, out_ch * inner_widen, cardinality,
-                                         make_norm, make_act))
+                                         block_norm, make_act, identity_shortcuts))
                 in_ch = out_ch
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -140,6 +154,9 @@ class ResNeXtSmall(ResNetImageNetStyle):
         widen: float = 1,
         activation: str = "relu",
         norm: str = "batch",
+        identity_shortcuts: bool = True,
+        norm_scope: str = "all",
     ) -> None:
         nn.Module.__init__(self)
-        self._build(in_channels, num_classes, depth, widen, activation, norm, cardinality, inner_widen)
+        self._build(in_channels, num_classes, depth, widen, activation, norm, cardinality, inner_widen,
+                    identity_shortcuts, norm_scope)
