@@ -1,4 +1,6 @@
-"""MLflow records of runs: one run per output dir, reopened on resume.
+"""MLflow records of runs: one run per output dir, reopened on resume. Each evaluated epoch also
+logs `best_test_error` (the lowest test error so far) and `best_test_error_epoch`, for tables of
+sources that report the best epoch rather than the last.
 
 The experiment is created under a file lock for sqlite stores, so concurrent first runs on a
 fresh database never race on its schema or create the experiment twice."""
@@ -10,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -92,9 +95,11 @@ class Tracker:
     """The MLflow run of one output dir. `open` creates it, or reopens the one recorded in
     `<output_dir>/mlflow_run.json` so that a resumed run logs nothing twice."""
 
-    def __init__(self, client: MlflowClient, run_id: str, logged_until: int, finished_before: bool) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, logged_until: int, finished_before: bool,
+                 best: tuple[float, int] | None = None) -> None:
         self.client, self.run_id, self.logged_until = client, run_id, logged_until
         self.finished_before = finished_before  # a rerun of a run that had already FINISHED
+        self.best = best  # (lowest test error so far, its epoch)
 
     @classmethod
     def open(
@@ -116,7 +121,7 @@ class Tracker:
             tmp = run_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri, "experiment_id": experiment_id}))
             tmp.replace(run_file)
-            logged_until, existing, finished_before = 0, {}, False
+            logged_until, existing, finished_before, best = 0, {}, False, None
         else:
             if run.data.tags.get("config_hash") != tags["config_hash"]:
                 raise ConfigError(
@@ -130,16 +135,22 @@ class Tracker:
             history = client.get_metric_history(run.info.run_id, "train_loss")
             logged_until = max((m.step for m in history), default=0)
             existing = run.data.params
+            best = best_so_far(client.get_metric_history(run.info.run_id, "test_error"))
             log.info("resuming MLflow run %s (epochs logged: %d)", run.info.run_id, logged_until)
         missing = [Param(k, v) for k, v in params.items() if k not in existing]
         for i in range(0, len(missing), _BATCH):
             client.log_batch(run.info.run_id, params=missing[i : i + _BATCH])
         client.log_text(run.info.run_id, config_yaml, "config.yaml")
-        return cls(client, run.info.run_id, logged_until, finished_before)
+        return cls(client, run.info.run_id, logged_until, finished_before, best)
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         if epoch <= self.logged_until:  # already logged before an interruption
             return
+        error = metrics.get("test_error", math.nan)
+        if math.isfinite(error) and (self.best is None or error < self.best[0]):
+            self.best = (error, epoch)
+        if "test_error" in metrics and self.best is not None:
+            metrics = {**metrics, "best_test_error": self.best[0], "best_test_error_epoch": self.best[1]}
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, epoch) for k, v in metrics.items()])
         self.logged_until = epoch
@@ -163,6 +174,13 @@ class Tracker:
     def interrupted(self, reason: str) -> None:
         self.client.set_tag(self.run_id, "interrupted", reason)
         self.client.set_terminated(self.run_id, "KILLED")
+
+
+def best_so_far(history: list[Metric]) -> tuple[float, int] | None:
+    """The lowest finite test error of a run's logged history and its epoch (the earliest on ties):
+    a resumed run goes on from the best its interrupted part logged."""
+    finite = [(m.value, m.step) for m in history if math.isfinite(m.value)]
+    return min(finite) if finite else None
 
 
 def _previous_run(client: MlflowClient, run_file: Path, uri: str, experiment_id: str) -> Any:
