@@ -65,13 +65,14 @@ def _show(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from sweeps.check import check_study
+    from sweeps.published import check_published
 
     failed = 0
     for name in args.studies or names():
         study = load(name)
-        problems = check_study(study)
+        problems = check_published(study) + check_study(study)
         failed += bool(problems)
-        status = "ok" if not problems else f"{len(problems)} bad jobs"
+        status = "ok" if not problems else f"{len(problems)} problems"
         print(f"{name:32s} {len(study.jobs()):4d} runs  {status}", flush=True)
         for line in problems:
             print(f"  {line}", flush=True)
