@@ -56,7 +56,7 @@ class Row:
 
 def normal(value: Any) -> Any:
     """One form for a value from an override or from a logged param: `0.0001`, `1e-4` -> 0.0001;
-    `True`, `true` -> True; `None`, `null` -> None; `[80, 120]` -> (80.0, 120.0)."""
+    `True`, `true` -> True; `None`, `null` -> None (`none` stays a name); `[80, 120]` -> (80.0, 120.0)."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, (int, float)):
@@ -64,9 +64,9 @@ def normal(value: Any) -> Any:
     if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
         return tuple(normal(v) for v in value)
     text = str(value).strip()
-    words = {"none": None, "null": None, "true": True, "false": False}
-    if text.lower() in words:
-        return words[text.lower()]
+    words = {"None": None, "null": None, "True": True, "true": True, "False": False, "false": False}
+    if text in words:  # not `none`: a choice's name (aug=none)
+        return words[text]
     try:
         return round(float(text), 12)
     except ValueError:
@@ -110,7 +110,11 @@ def study_rows(study: Study) -> list[Row]:
 
 
 def published_rows(study: Study) -> list[Row]:
-    """The study's rows with their published numbers; a StudyError names the first problem."""
+    """The study's rows with their published numbers; a StudyError names the first problem. A study
+    file of one's own without `published:` has rows without numbers (`sweeps check` asks for them)."""
+    if study.published is None:
+        return [Row(row.overrides, row.seeds, reason="the study file has no published numbers")
+                for row in study_rows(study)]
     rows, problems = _match(study)
     if problems:
         raise StudyError(f"{study.where}: published: {problems[0]}")

@@ -18,6 +18,7 @@ as reproduced (default by dataset: 0.2 pp for MNIST-like data, 0.3 pp otherwise)
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,16 +58,19 @@ class Study:
 
 def expand(overrides: list[str]) -> list[list[str]]:
     """The cartesian product of the sweep overrides (`key=a,b`), in Hydra's order."""
+    return [list(job) for job in itertools.product(*(_choices(o) for o in overrides))]
+
+
+@functools.lru_cache(maxsize=None)
+def _choices(override: str) -> tuple[str, ...]:
+    """`key=a,b` -> (`key=a`, `key=b`); Hydra's parser is slow and studies repeat their overrides."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    choices = []
-    for override in OverridesParser.create().parse_overrides(overrides):
-        key = override.get_key_element()
-        if override.is_sweep_override():
-            choices.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        else:
-            choices.append([f"{key}={override.get_value_element_as_str()}"])
-    return [list(job) for job in itertools.product(*choices)]
+    (parsed,) = OverridesParser.create().parse_overrides([override])
+    key = parsed.get_key_element()
+    if parsed.is_sweep_override():
+        return tuple(f"{key}={value}" for value in parsed.sweep_string_iterator())
+    return (f"{key}={parsed.get_value_element_as_str()}",)
 
 
 def names() -> list[str]:
@@ -80,7 +84,7 @@ def load(study: str) -> Study:
     if not path.exists():
         raise StudyError(f"{study}: no such study file ({path}); studies here: python -m sweeps list")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # C: 10x faster
     except yaml.YAMLError as error:
         raise StudyError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     where = str(path) if path.parent != SWEEPS_DIR else f"sweeps/{path.name}"
