@@ -86,14 +86,15 @@ def _rows(args: argparse.Namespace) -> list[str] | None:
     return keys
 
 
-def _write(text: str, out: str | None) -> None:
+def write_output(text: str, out: str | None, prog: str = "analysis") -> None:
+    """The text on stdout, or into `out` (its folder created) with a line on stderr saying so."""
     if out is None:
         print(text)
         return
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-    print(f"analysis: wrote {path}", file=sys.stderr)
+    path.write_text(text.rstrip("\n") + "\n")
+    print(f"{prog}: wrote {path}", file=sys.stderr)
 
 
 def _keys(runs, keys: Sequence[str], option: str) -> list[str]:  # noqa: ANN001
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> None:
         grids = pivot(configs, *axes) if args.pivot else None
         text = (render_pivot(configs, grids, *axes, fmt=args.format, digits=args.digits) if grids is not None
                 else render_table(configs, fmt=args.format, digits=args.digits))
-        _write(text, args.out)
+        write_output(text, args.out)
         if excluded and (args.format in ("csv", "latex") or args.out):
             print(excluded, file=sys.stderr)
         return

@@ -104,7 +104,7 @@ def latex(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequen
     return "\n".join(lines)
 
 
-def _csv(rows: Sequence[Sequence[object]]) -> str:
+def csv_text(rows: Sequence[Sequence[object]]) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue().rstrip("\n")
@@ -129,7 +129,7 @@ def table_csv(configs: pd.DataFrame) -> str:
     rows: list[list[str]] = [["Model", *(header(k) for k in shown), *_raw_headers(configs)]]
     for _, config in configs.iterrows():
         rows.append([config["label"], *(config[k] for k in shown), *_raw_values(config, metric, agg)])
-    return _csv(rows)
+    return csv_text(rows)
 
 
 def _config_json(config: pd.Series, keys: Sequence[str], metric: str) -> dict[str, object]:
@@ -275,4 +275,4 @@ def _pivot_csv(configs: pd.DataFrame, grids: Sequence[Grid], row_key: str, col_k
             names = sorted({c["label"] for c in cells if c is not None})
             rows.append([" / ".join(names), *(fixed[k] for k in fixed_keys), rv,
                          *("" if c is None else _number(c[metric]) for c in cells)])
-    return _csv(rows)
+    return csv_text(rows)

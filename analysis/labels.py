@@ -56,6 +56,8 @@ HEADERS = {
 
 METRICS = {
     "test_error": "Test Error",
+    "best_test_error": "Best Test Error",
+    "best_test_error_epoch": "Best Epoch",
     "train_error": "Train Error",
     "test_loss": "Test Loss",
     "train_loss": "Train Loss",

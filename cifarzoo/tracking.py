@@ -1,4 +1,6 @@
-"""MLflow records of runs: one run per output dir, reopened on resume.
+"""MLflow records of runs: one run per output dir, reopened on resume. Each evaluated epoch also
+logs `best_test_error` (the lowest test error so far) and `best_test_error_epoch`, for tables of
+sources that report the best epoch rather than the last.
 
 The experiment is created under a file lock for sqlite stores, so concurrent first runs on a
 fresh database never race on its schema or create the experiment twice."""
@@ -11,6 +13,7 @@ import fcntl
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -152,6 +155,7 @@ class Tracker:
         self.finished_before = finished_before  # a rerun of a run that had already FINISHED
         self.outbox = outbox
         self.final_logged = False  # `train_time_s` is in the run (a resumed run that had ended)
+        self.best: tuple[float, int] | None = None  # (lowest test error so far, its epoch)
         self._outage_reported = False
 
     @classmethod
@@ -201,6 +205,7 @@ class Tracker:
             history = client.get_metric_history(run.info.run_id, "train_loss")
             tracker.logged_until = max((m.step for m in history), default=0)
             tracker.final_logged = bool(client.get_metric_history(run.info.run_id, FINAL_METRIC))
+            tracker.best = best_so_far(client.get_metric_history(run.info.run_id, "test_error"))
             existing = run.data.params
             log.info("resuming MLflow run %s (epochs logged: %d)", run.info.run_id, tracker.logged_until)
         missing = [Param(k, v) for k, v in params.items() if k not in existing]
@@ -213,6 +218,11 @@ class Tracker:
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         if epoch <= self.logged_until:  # already logged before an interruption
             return
+        error = metrics.get("test_error", math.nan)
+        if math.isfinite(error) and (self.best is None or error < self.best[0]):
+            self.best = (error, epoch)
+        if "test_error" in metrics and self.best is not None:
+            metrics = {**metrics, "best_test_error": self.best[0], "best_test_error_epoch": self.best[1]}
         self._post(epoch, metrics)
         self.logged_until = epoch
 
@@ -325,6 +335,13 @@ class Tracker:
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:300]
+
+
+def best_so_far(history: list[Metric]) -> tuple[float, int] | None:
+    """The lowest finite test error of a run's logged history and its epoch (the earliest on ties):
+    a resumed run goes on from the best its interrupted part logged."""
+    finite = [(m.value, m.step) for m in history if math.isfinite(m.value)]
+    return min(finite) if finite else None
 
 
 def _previous_run(client: MlflowClient, run_file: Path, uri: str, experiment_id: str) -> Any:

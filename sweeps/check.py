@@ -14,7 +14,8 @@ from sweeps.study import Study
 
 def check_study(study: Study) -> list[str]:
     """One line per job that would not start: its overrides and the error. Jobs that differ only in
-    their seed build the same parts: one of them is checked."""
+    their seed build the same parts: one of them is checked. Each job's config must also log its
+    overrides as the params `sweeps table` finds its runs by."""
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
 
@@ -26,10 +27,26 @@ def check_study(study: Study) -> list[str]:
     with initialize_config_dir(config_dir=str(REPO_DIR / "conf"), version_base="1.3"):
         for job in distinct.values():
             try:
-                _build(_compose(job, cache))
+                cfg = _compose(job, cache)
+                _build(cfg)
             except (ConfigError, HydraException) as error:
                 problems.append(f"{' '.join(job)}: {error}".replace("\n", " "))
+                continue
+            unlogged = _unlogged(job, cfg)
+            if unlogged:
+                problems.append(f"{' '.join(job)}: its runs would not be found by `sweeps table`: {', '.join(unlogged)}")
     return problems
+
+
+def _unlogged(job: list[str], cfg: DictConfig) -> list[str]:
+    """The job's overrides its run would not log as such (params: the flattened config; a group's
+    choice is the override itself, as Hydra records it)."""
+    from cifarzoo.config import GROUPS, flatten
+    from sweeps.published import NOT_ROW_KEYS, mismatches, parse
+
+    settings = dict(parse(o) for o in job if o.split("=", 1)[0].lstrip("+~") not in NOT_ROW_KEYS)
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    return mismatches({k: v for k, v in settings.items() if k not in GROUPS}, params)
 
 
 def _compose(job: list[str], cache: dict[tuple[str, ...], DictConfig]) -> DictConfig:

@@ -84,13 +84,15 @@ def test_show_prints_the_commands_of_a_study(capsys):
 @pytest.mark.slow
 def test_run_launches_every_multirun_into_the_study_experiment(tmp_path):
     """`python -m sweeps run <file>`: each grid one multirun, all in one experiment (that re-running
-    skips what FINISHED is test_sweep's); `python -m sweeps table <file>` tables that experiment."""
+    skips what FINISHED is test_sweep's); `python -m sweeps table <file>` tables that experiment beside
+    the file's published numbers."""
     path = tmp_path / "tiny.yaml"
     path.write_text(
         "title: tiny\nsource: test\nexperiment: tiny\n"
         "overrides: [data=fake, data.train_size=128, data.test_size=64, train.epochs=1, train.batch_size=64, "
         "train.device=cpu, model.depth=8]\n"
-        "grids:\n  - ['aug=none', 'seed=1']\n  - ['aug=cutout', 'aug.cutout.size=4,8', 'seed=1']\n")
+        "grids:\n  - ['aug=none', 'seed=1']\n  - ['aug=cutout', 'aug.cutout.size=4,8', 'seed=1']\n"
+        "published:\n  rows: {aug=none: 91.5, aug.cutout.size=4: 92.5, aug.cutout.size=8: {reason: none printed}}\n")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
            "CIFARZOO_OUTPUTS": str(tmp_path / "outputs"), "OMP_NUM_THREADS": "1"}
 
@@ -106,6 +108,10 @@ def test_run_launches_every_multirun_into_the_study_experiment(tmp_path):
     table = subprocess.run([sys.executable, "-m", "sweeps", "table", str(path)], cwd=REPO_DIR, env=env,
                            capture_output=True, text=True, timeout=120)
     assert table.returncode == 0, table.stderr[-2000:]
-    labels = sorted(line.split("|")[1].strip() for line in table.stdout.splitlines()[2:] if line.startswith("|"))
-    assert labels == ["ResNet-preact-8, Cutout 4", "ResNet-preact-8, Cutout 8", "ResNet-preact-8, no augmentation"], \
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("|")[1:-1]]
+                                               for line in table.stdout.splitlines()[2:] if line.startswith("|"))}
+    assert sorted(rows) == ["ResNet-preact-8, Cutout 4", "ResNet-preact-8, Cutout 8", "ResNet-preact-8, no augmentation"], \
         table.stdout
+    assert rows["ResNet-preact-8, no augmentation"][1] == "91.50" and rows["ResNet-preact-8, Cutout 4"][1] == "92.50"
+    assert rows["ResNet-preact-8, Cutout 8"][1:] == ["n/a", "-", "1/1"] + rows["ResNet-preact-8, Cutout 8"][4:5] + ["no number"]
+    assert "rows run 3/3" in table.stdout and "n/a (ResNet-preact-8, Cutout 8): none printed" in table.stdout

@@ -11,7 +11,8 @@ from conftest import CONF_DIR
 from cifarzoo.loop import Trainer
 from cifarzoo.task import train
 
-EXPECTED_METRICS = {"train_loss", "train_error", "test_loss", "test_error", "lr", "epoch_time_s", "images_per_s"}
+EXPECTED_METRICS = {"train_loss", "train_error", "test_loss", "test_error", "lr", "epoch_time_s", "images_per_s",
+                    "best_test_error", "best_test_error_epoch"}
 
 
 def only_run(client, experiment="test"):
