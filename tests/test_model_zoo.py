@@ -11,19 +11,32 @@ from cifarzoo.config import build
 
 # Small settings per option, to keep CPU time low; defaults are the papers' big models.
 SMALL: dict[str, list[str]] = {
+    "coatnet": ["model.blocks=[1,1,1,1,1]", "model.channels=[8,8,16,16,16]"],
     "convmixer": ["model.dim=16", "model.depth=2"],
+    "cvt": ["model.dims=[8,16,16]", "model.depths=[1,1,1]"],
     "densenet": ["model.depth=10"],
     "densenet121": ["model.blocks=[1,1,1,1]", "model.growth_rate=8"],
+    "ge_resnext": ["model.depth=11", "model.cardinality=2", "model.base_channels=4"],
+    "inception_resnet_v2": ["model.blocks=[1,1,1]"],
+    "inception_v3": [],
+    "inception_v4": ["model.blocks=[1,1,1]"],
+    "mobilevit": ["model.variant=xxs", "model.dims=[8,8,8]", "model.channels=[4,4,4,4,4,4,4,4,4,4,8]"],
+    "nasnet": ["model.cells=1", "model.filters=8"],
     "pyramidnet": ["model.depth=8", "model.alpha=12", "model.shakedrop_prob=0.5"],
     "resnet": ["model.depth=8"],
     "resnet_imagenet_style": ["model.depth=10", "model.widen=0.25"],
     "resnet_preact": ["model.depth=8"],
     "resnext": ["model.depth=11", "model.cardinality=2", "model.base_channels=4"],
     "resnext_small": ["model.depth=10", "model.widen=0.25", "model.cardinality=2"],
+    "rir": ["model.width=8", "model.layers_per_block=1"],
     "se_resnet_preact": ["model.depth=8"],
     "shake_shake": ["model.depth=8", "model.base_channels=4"],
+    "squeezenet": [],
+    "stochastic_depth_resnet": ["model.survival_prob_last=1.0"],  # every block kept: all parameters get gradients
+    "swin": ["model.depths=[2,2,2,2]", "model.embed_dim=8", "model.heads=[1,1,1,1]"],
     "vgg": ["model.channels=[8,8,8,8,8]", "model.layers=[1,1,1,1,1]"],
     "vgg16": ["model.channels=[8,8,8,8,8]", "model.layers=[1,1,1,1,1]"],
+    "vit": ["model.dim=16", "model.depth=2", "model.heads=2", "model.mlp_dim=32"],
     "wrn": ["model.depth=10", "model.widen=1"],
 }
 

@@ -1,5 +1,6 @@
-"""Layer factories for the `model.norm` and `model.activation` keys (the architecture study
-varies them). Names are the config values; an unknown name is a one-line ConfigError."""
+"""Layer factories and checks shared by the families: the `model.norm` / `model.activation` keys
+(the architecture study varies them), rate and width checks, variant presets and the drop-path
+schedule. An unknown or bad value is a one-line ConfigError."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from cifarzoo.errors import require
+from cifarzoo.errors import is_int, is_number, require
 
 NORMS: dict[str, Callable[[int], nn.Module]] = {
     "batch": nn.BatchNorm2d,
@@ -32,3 +33,28 @@ def check_norm(name: str) -> Callable[[int], nn.Module]:
 def check_activation(name: str) -> Callable[[], nn.Module]:
     require(name in ACTIVATIONS, "model.activation", f"must be one of {', '.join(ACTIVATIONS)}", name)
     return ACTIVATIONS[name]
+
+
+def check_positive_ints(**values: object) -> None:
+    """`model.<key>`: an int >= 1 (or a list of them)."""
+    for key, value in values.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        require(bool(items) and all(is_int(v) and v >= 1 for v in items), f"model.{key}",
+                "must be an int >= 1" if items is value else "must be a list of ints >= 1", value)
+
+
+def check_rates(**values: object) -> None:
+    """`model.<key>`: a probability in [0, 1) (dropout and drop-path rates)."""
+    for key, value in values.items():
+        require(is_number(value) and 0 <= value < 1, f"model.{key}", "must be a number in [0, 1)", value)
+
+
+def pick_variant(variants: dict[str, dict], variant: object) -> dict:
+    """The preset hyper-parameters of `model.variant` (Hydra reads `model.variant=0` as an int)."""
+    require(str(variant) in variants, "model.variant", f"must be one of {', '.join(variants)}", variant)
+    return variants[str(variant)]
+
+
+def drop_path_rates(rate: float, blocks: int) -> list[float]:
+    """Stochastic-depth rate per residual block, rising linearly from 0 to `rate` (DeiT, Swin, timm)."""
+    return [rate * i / max(blocks - 1, 1) for i in range(blocks)]
