@@ -14,6 +14,7 @@ CUDA capture itself is tested by the CUDA-only tests at the end (they skip witho
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 import torch
 from conftest import compose_config
 
+from cifarzoo import task
 from cifarzoo.build import build_run
 from cifarzoo.errors import ConfigError
 from cifarzoo.loop import Trainer
@@ -177,3 +179,37 @@ def test_auto_on_cpu_is_eager_with_the_reason():
     run = build_run(compose_config([*TINY, "train.step=auto"]))
     assert run.step.kind == "eager"
     assert run.step.reason == "train.step=auto: eager because train.device: a CUDA graph needs a CUDA device (the run is on cpu)"
+
+
+def test_graph_step_run_resumes_to_identical_results_and_is_tagged(make_run, client, monkeypatch, one_thread):
+    """A run with the graph step (its CPU form) straight, and the same run killed after its epoch-1
+    checkpoint and rerun: identical metrics; both runs tagged with the step and why."""
+    monkeypatch.setattr(task, "build_run", functools.partial(build_run, graph_on_cpu=True))
+    overrides = ["model.depth=8", "model.base_channels=4", "data.train_size=128", "train.epochs=2",
+                 "train.batch_size=32", "train.step=graph", "optim=adamw", "precision=amp_fp16"]
+    cfg, ctx = make_run(*overrides, "tracking.experiment=straight", out="straight")
+    straight = task.train(cfg, ctx)
+
+    cfg, ctx = make_run(*overrides, out="resumed")
+    original_save = Trainer.save
+
+    def save_then_die(self):
+        original_save(self)
+        if self.epoch == 1:
+            raise SystemExit("killed after the epoch-1 checkpoint")
+
+    monkeypatch.setattr(Trainer, "save", save_then_die)
+    with pytest.raises(SystemExit):
+        task.train(cfg, ctx)
+    monkeypatch.setattr(Trainer, "save", original_save)
+    assert task.train(cfg, ctx) == straight
+    runs = [client.search_runs([client.get_experiment_by_name(name).experiment_id])[0] for name in ("straight", "test")]
+    for key in ("train_loss", "test_error", "lr"):
+        a, b = (client.get_metric_history(r.info.run_id, key) for r in runs)
+        assert [(m.step, m.value) for m in a] == [(m.step, m.value) for m in b], key
+    for run in runs:
+        assert run.data.tags["train_step"] == "graph"
+        assert run.data.tags["train_step_reason"] == "train.step=graph"
+    state = torch.load(ctx.output_dir / "checkpoint.pt", weights_only=True)  # plain tensors, numbers, strings
+    assert all(isinstance(group["lr"], float) and group["fused"] for group in state["optimizer"]["param_groups"])
+
