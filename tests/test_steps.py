@@ -213,3 +213,71 @@ def test_graph_step_run_resumes_to_identical_results_and_is_tagged(make_run, cli
     state = torch.load(ctx.output_dir / "checkpoint.pt", weights_only=True)  # plain tensors, numbers, strings
     assert all(isinstance(group["lr"], float) and group["fused"] for group in state["optimizer"]["param_groups"])
 
+
+
+def test_graph_safe_gradients_compile_in_one_graph(one_thread):
+    """CPU proxy for "no host sync, no data-dependent shape, no graph break": Dynamo traces the
+    graph-safe step's forward, loss, backward and running-sum update for the default recipe as one
+    graph (fullgraph=True). Not traced here: the augmentation (Dynamo takes no op with an explicit
+    torch.Generator) and the optimizer update (torch brackets every Optimizer.step with deliberate
+    graph breaks); the CUDA tests below capture those."""
+    if not hasattr(torch._dynamo.config, "trace_autograd_ops"):
+        pytest.skip("this torch's Dynamo cannot trace Tensor.backward()")
+    run = build("graph")
+    step = run.parts.train_step
+    views, targets = step.body.batch(torch.arange(16))
+    sums = torch.zeros(2, dtype=torch.float64)
+
+    def gradients_and_sums() -> None:
+        loss, logits = step.body.gradients(views, targets)
+        sums[0] += loss * len(targets)
+        sums[1] += targets.gather(1, logits.argmax(1, keepdim=True)).sum()
+
+    with torch._dynamo.config.patch(trace_autograd_ops=True):
+        torch.compile(gradients_and_sums, fullgraph=True, backend="eager")()
+    torch._dynamo.reset()
+    assert all(p.grad is not None for p in step.body.params) and sums[0] > 0
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA = ["train.device=cuda", "aug=none"]  # aug=none: the eager and the replayed step see the same batches
+
+
+@needs_cuda
+def test_cuda_graph_step_trains_as_the_eager_step_without_host_syncs():
+    steps = 8  # 3 warm-up steps, the capture, replays
+    eager_cfg = config("eager", *CUDA)
+    graph_cfg = eager_cfg.copy()
+    graph_cfg.train.step = "auto"
+    eager, graph_run = trainer_of(build_run(eager_cfg)), build_run(graph_cfg)
+    assert graph_run.step.kind == "graph", graph_run.step.reason
+    graph = trainer_of(graph_run)
+    lrs = train(eager, steps)
+    b, perm = graph.local_batch, graph.data.permutation(graph.generator)
+    for i in range(steps):
+        if i == 4:  # captured at step 3: from here on every step is a replay, which must not sync
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            graph.train_step(perm[i * b : (i + 1) * b])
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert graph.lr == lrs[i]
+    assert graph.stepper.graph is not None
+    a, g = tensors(eager), tensors(graph)
+    for key in a:
+        if key != "generator":
+            torch.testing.assert_close(g[key].cpu(), a[key].cpu(), rtol=2e-3, atol=2e-4, msg=key)
+
+
+@needs_cuda
+def test_cuda_graph_step_skips_an_overflowing_amp_fp16_step_inside_the_graph():
+    graph = trainer_of(build_run(config("graph", *CUDA, "precision=amp_fp16")))
+    train(graph, 5)  # warm-up, capture, one replay
+    scaler = graph.precision.scaler
+    scaler._scale.fill_(2.0**100)  # the scaled fp16 gradients overflow to inf
+    before = {k: v.clone() for k, v in tensors(graph).items() if k.startswith("optim.") or k.endswith("weight")}
+    train(graph, 1)
+    after = tensors(graph)
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+    assert scaler.get_scale() == 2.0**99
