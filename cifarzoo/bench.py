@@ -1,6 +1,7 @@
-"""Training throughput: cifarzoo's device-resident pipeline against the classic per-image one.
+"""Training throughput: cifarzoo's device-resident pipeline, with its eager and its graph step,
+against the classic per-image one.
 
-    python -m cifarzoo.bench [--steps N] [--warmup N] [--workers N] [--json] [hydra overrides]
+    python -m cifarzoo.bench [--steps N] [--warmup N] [--workers N] [--json] [--out FILE] [hydra overrides]
     python -m cifarzoo.bench model.depth=20 train.batch_size=128 precision=amp_bf16 train.device=cuda
 
 The config is composed as `run.py` composes it (`data=fake` unless a `data=` override is
@@ -8,7 +9,9 @@ given) and everything is built as a run builds it. Both pipelines train the same
 on the same uint8 images, in this process, one after the other:
 
 - cifarzoo: the run's model (channels-last on CUDA), optimizer, schedule, precision and
-  augmentation recipe, stepped by `cifarzoo.loop.Trainer` over `DeviceData`;
+  augmentation recipe, stepped by `cifarzoo.loop.Trainer` over `DeviceData`, once with the eager
+  step (`train.step=eager`) and once with the graph step (`train.step=graph`: the whole step in
+  one CUDA graph) where the run can use it; `train.step` overrides are replaced by these two;
 - classic: the seeds' pipeline (hysts' pytorch_image_classification): a Dataset returning PIL
   images, torchvision transforms per image (RandomCrop(size, padding=4), RandomHorizontalFlip,
   ToTensor, Normalize), a DataLoader (shuffle, drop_last, `--workers`, pinned memory on
@@ -19,7 +22,7 @@ on the same uint8 images, in this process, one after the other:
 
 Each pipeline runs `--warmup` steps, then `--steps` timed steps (the device synchronised
 before each clock reading); images/s = steps * batch size / seconds. Progress goes to stderr,
-the table (or with `--json` one JSON object) to stdout.
+the table (or with `--json` one JSON object) to stdout; `--out FILE` also writes the JSON object there.
 """
 
 from __future__ import annotations
@@ -79,12 +82,30 @@ class Options:
 
 @dataclass
 class Setup:
-    """The run's parts, built from the config as a run builds them, before anything is timed."""
+    """The run's parts, built from the config as a run builds them, before anything is timed: with the
+    eager step (`run`) and with the graph step (`graph_run`, None where `graph_reason` says why not)."""
 
     cfg: DictConfig
     choices: dict[str, str]
     options: Options
     run: BuiltRun
+    graph_run: BuiltRun | None = None
+    graph_reason: str = ""
+
+    @classmethod
+    def build(cls, cfg: DictConfig, choices: dict[str, str], options: Options) -> Setup:
+        runs: dict[str, BuiltRun | None] = {}
+        reason = ""
+        for step in ("eager", "graph"):
+            step_cfg = cfg.copy()
+            step_cfg.train.step = step
+            try:
+                runs[step] = build_run(step_cfg)
+            except ConfigError as error:
+                if step == "eager" or error.key != "train.step":
+                    raise
+                runs[step], reason = None, str(error)
+        return cls(cfg, choices, options, runs["eager"], runs["graph"], reason)
 
     @property
     def batch_size(self) -> int:
@@ -115,6 +136,7 @@ class Measurement:
     precision: str
     seconds: float
     images: int
+    step: str = "-"  # cifarzoo's training step: eager | graph
 
     @property
     def images_per_s(self) -> float:
@@ -135,23 +157,25 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
 
 
 # -- cifarzoo's pipeline ---------------------------------------------------------------------
-def bench_cifarzoo(s: Setup) -> Measurement:
-    """The run's own training step (`Trainer.train_step`) over batches of one permutation."""
-    trainer = Trainer(s.run.parts, checkpoint_path=Path("unused"), checkpoint_extra={}, on_epoch=lambda e, m: None)
+def bench_cifarzoo(s: Setup, run: BuiltRun) -> Measurement:
+    """The run's own training step (`Trainer.train_step`) over batches of one permutation. The graph
+    step's warm-up steps and its capture happen in the untimed warm-up."""
+    trainer = Trainer(run.parts, checkpoint_path=Path("unused"), checkpoint_extra={}, on_epoch=lambda e, m: None)
     bs, steps_per_epoch = s.batch_size, trainer.steps_per_epoch
+    step_kind = run.step.kind
 
     def steps(start: int, n: int) -> None:
-        perm = s.run.parts.data.permutation(trainer.generator)
+        perm = run.parts.data.permutation(trainer.generator)
         for step in range(start, start + n):
             i = step % steps_per_epoch
             trainer.train_step(perm[i * bs : (i + 1) * bs])
 
-    name = s.choices.get("precision", type(s.run.parts.precision).__name__)
-    progress(f"cifarzoo: warm-up, {s.options.warmup} steps")
-    _timed(lambda: steps(0, s.options.warmup), s.run.device)
-    progress(f"cifarzoo: measuring {s.options.steps} steps")
-    seconds = _timed(lambda: steps(s.options.warmup, s.options.steps), s.run.device)
-    return Measurement("cifarzoo", name, seconds, s.options.steps * bs)
+    name = s.choices.get("precision", type(run.parts.precision).__name__)
+    progress(f"cifarzoo ({step_kind} step): warm-up, {s.options.warmup} steps")
+    _timed(lambda: steps(0, s.options.warmup), run.device)
+    progress(f"cifarzoo ({step_kind} step): measuring {s.options.steps} steps")
+    seconds = _timed(lambda: steps(s.options.warmup, s.options.steps), run.device)
+    return Measurement("cifarzoo", name, seconds, s.options.steps * bs, step_kind)
 
 
 # -- the classic pipeline ----------------------------------------------------------------------
@@ -233,10 +257,13 @@ def device_name(device: torch.device) -> str:
 
 
 def report(s: Setup, results: list[Measurement]) -> dict[str, Any]:
-    by_name = {r.pipeline: r for r in results}
+    speed = {("classic" if r.pipeline == "classic" else r.step): r.images_per_s for r in results}
+    ratios = {f"{a}/{b}": speed[a] / speed[b] for a, b in (("eager", "classic"), ("graph", "classic"), ("graph", "eager"))
+              if a in speed and b in speed}
     rows = [
         {
             "pipeline": r.pipeline,
+            "step": r.step,
             "device": str(s.run.device),
             "model": s.model_name,
             "batch_size": s.batch_size,
@@ -248,7 +275,10 @@ def report(s: Setup, results: list[Measurement]) -> dict[str, Any]:
     ]
     return {
         "pipelines": rows,
-        "ratio": by_name["cifarzoo"].images_per_s / by_name["classic"].images_per_s,
+        # cifarzoo/classic with the step `train.step=auto` takes here: graph where it could be measured.
+        "ratio": speed["graph" if "graph" in speed else "eager"] / speed["classic"],
+        "ratios": ratios,
+        "graph_not_measured": s.graph_reason,
         "device": str(s.run.device),
         "device_name": device_name(s.run.device),
         "cpu_threads": torch.get_num_threads(),
@@ -264,16 +294,20 @@ def report(s: Setup, results: list[Measurement]) -> dict[str, Any]:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    header = ("pipeline", "device", "model", "batch size", "precision", "images/s")
+    header = ("pipeline", "step", "device", "model", "batch size", "precision", "images/s")
     rows = [
-        (r["pipeline"], r["device"], r["model"], str(r["batch_size"]), r["precision"], f"{r['images_per_s']:.0f}")
+        (r["pipeline"], r["step"], r["device"], r["model"], str(r["batch_size"]), r["precision"],
+         f"{r['images_per_s']:.0f}")
         for r in result["pipelines"]
     ]
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) if i == 5 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+    lines = ["  ".join(cell.rjust(w) if i == 6 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
              for row in (header, *rows)]
+    ratios = ", ".join(f"{name} {value:.2f}x" for name, value in result["ratios"].items())
+    lines.append(f"ratio cifarzoo/classic: {result['ratio']:.2f}x  ({ratios})")
+    if result["graph_not_measured"]:
+        lines.append(f"graph step not measured: {result['graph_not_measured']}")
     lines.append(
-        f"ratio cifarzoo/classic: {result['ratio']:.2f}x  "
         f"({result['steps']} steps after {result['warmup']} warm-up; classic with {result['workers']} workers; "
         f"{result['device_name']}, torch {result['torch']})"
     )
@@ -310,6 +344,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=_count(0), default=10, help="untimed steps before them (default 10)")
     parser.add_argument("--workers", type=_count(0), default=2, help="classic DataLoader workers (default 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--out", type=Path, help="also write the JSON object to this file")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for run.py (default data=fake)")
     return parser.parse_intermixed_args(argv)
 
@@ -320,20 +355,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with one_line_errors():
             cfg, choices = compose_config(args.overrides)
-            setup = Setup(cfg, choices, options, build_run(cfg))
+            setup = Setup.build(cfg, choices, options)
         progress(
             f"built {setup.model_name} ({count_parameters(setup.run.parts.model) / 1e6:.2f}M params), "
             f"data {choices.get('data', '')} ({setup.run.parts.data.num_train} images), batch {setup.batch_size}, "
             f"{choices.get('precision', '')}, on {setup.run.device}"
         )
-        results = [bench_cifarzoo(setup)]
-        progress(f"cifarzoo: {results[0].images_per_s:.0f} images/s ({results[0].seconds:.2f} s)")
+        if setup.graph_run is None:
+            progress(f"graph step not measured: {setup.graph_reason}")
+        results = []
+        for run in (setup.run, setup.graph_run):
+            if run is not None:
+                results.append(bench_cifarzoo(setup, run))
+                progress(f"cifarzoo ({run.step.kind} step): {results[-1].images_per_s:.0f} images/s "
+                         f"({results[-1].seconds:.2f} s)")
         results.append(bench_classic(setup))
-        progress(f"classic: {results[1].images_per_s:.0f} images/s ({results[1].seconds:.2f} s)")
+        progress(f"classic: {results[-1].images_per_s:.0f} images/s ({results[-1].seconds:.2f} s)")
     except ConfigError as error:
         print(f"cifarzoo: error: {error}", file=sys.stderr)
         return 2
     result = report(setup, results)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result) if args.json else format_table(result), flush=True)
     return 0
 

@@ -18,6 +18,7 @@ from cifarzoo.errors import is_int, require
 from cifarzoo.loop import LoopSettings, Parts
 from cifarzoo.models.ghost_bn import check_ghost_batch_size, use_ghost_batch_norm
 from cifarzoo.precision import Precision
+from cifarzoo.steps import EagerStep, GraphStep, StepChoice, TrainStep, check_request, choose, obstacles
 
 
 @dataclass
@@ -27,6 +28,7 @@ class BuiltRun:
     device: torch.device
     num_train: int  # images trained on per epoch, over all ranks
     num_test: int
+    step: StepChoice  # the training step (`train.step`) and why
 
 
 def loop_settings(cfg: DictConfig) -> LoopSettings:
@@ -71,6 +73,8 @@ class Components:
     optimizer_factory: Any
     schedule: Any
     precision: Precision
+    step_request: str  # train.step
+    step_obstacles: list[str]  # why the step cannot be captured ([]: it can, on CUDA)
 
 
 def build_components(cfg: DictConfig, ranks: Ranks = Ranks()) -> Components:
@@ -101,13 +105,20 @@ def build_components(cfg: DictConfig, ranks: Ranks = Ranks()) -> Components:
         check_ghost_batch_size(t.ghost_batch_size, settings.batch_size // world,
                                "train.batch_size" if world == 1 else f"the per-process batch train.batch_size/{world}")
         model = use_ghost_batch_norm(model, t.ghost_batch_size)
-    return Components(settings, dataset, model, aug, optimizer_factory, schedule, precision)
+    step_request = check_request(t.step)
+    named_parts = [("optim", optimizer_factory), ("precision", precision), *((f"aug.{k}", b) for k, b in aug.blocks.items())]
+    blocking = obstacles(t, named_parts)
+    if step_request == "graph" and blocking:  # the device is checked when the run is built on it
+        choose(step_request, torch.device("cuda"), blocking)
+    return Components(settings, dataset, model, aug, optimizer_factory, schedule, precision, step_request, blocking)
 
 
-def build_run(cfg: DictConfig, ranks: Ranks = Ranks()) -> BuiltRun:
-    """Seed, build and validate every part; load the rank's share of the data onto its device."""
+def build_run(cfg: DictConfig, ranks: Ranks = Ranks(), graph_on_cpu: bool = False) -> BuiltRun:
+    """Seed, build and validate every part; load the rank's share of the data onto its device.
+    `graph_on_cpu` (tests): `train.step=graph` on CPU runs the graph step's graph-safe form eagerly."""
     device = resolve_device(cfg.train.device, ranks)
     c = build_components(cfg, ranks)
+    step = choose(c.step_request, device, c.step_obstacles, allow_cpu=graph_on_cpu)
     settings, dataset, model, precision = c.settings, c.dataset, c.model, c.precision
     aug, optimizer_factory, schedule = c.aug, c.optimizer_factory, c.schedule
     t, world = cfg.train, ranks.world_size
@@ -125,7 +136,10 @@ def build_run(cfg: DictConfig, ranks: Ranks = Ranks()) -> BuiltRun:
         model = model.to(memory_format=torch.channels_last)
     model = precision.prepare(model.to(device))
     precision.setup(device)
-    optimizer = optimizer_factory.build(model, settings.batch_size)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fastest convolution algorithms, timed on the first steps (not bitwise reproducible)
+    optimizer = (optimizer_factory.build(model, settings.batch_size, fused=True) if step.kind == "graph"
+                 else optimizer_factory.build(model, settings.batch_size))
     scheduler = schedule.build(optimizer, data.num_train // local_batch, settings.epochs)
     generator = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, ranks.rank))
     forward = torch.compile(model) if t.compile else None
@@ -137,4 +151,11 @@ def build_run(cfg: DictConfig, ranks: Ranks = Ranks()) -> BuiltRun:
         train_forward = DistributedDataParallel(model if forward is None else forward, device_ids=device_ids)
     parts = Parts(settings, model, data, aug, optimizer, scheduler, precision, generator, optimizer_factory.grad_clip,
                   forward, ranks, train_forward)
-    return BuiltRun(parts, dataset, device, data.num_train * world, num_test)
+    parts.train_step = make_step(step, parts)
+    return BuiltRun(parts, dataset, device, data.num_train * world, num_test, step)
+
+
+def make_step(step: StepChoice, parts: Parts) -> TrainStep:
+    if step.kind == "graph":
+        return GraphStep(parts, capture=parts.data.device.type == "cuda")
+    return EagerStep(parts)

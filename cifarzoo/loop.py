@@ -23,6 +23,7 @@ from cifarzoo.aug import Recipe
 from cifarzoo.data import DeviceData
 from cifarzoo.distributed import Ranks
 from cifarzoo.precision import Precision
+from cifarzoo.steps import EagerStep, TrainStep
 
 log = logging.getLogger("cifarzoo")
 
@@ -122,6 +123,7 @@ class Parts:
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # the model compiled, or None: the model
     ranks: Ranks = Ranks()
     train_forward: Callable[[torch.Tensor], torch.Tensor] | None = None  # DDP-wrapped forward, or None: forward
+    train_step: TrainStep | None = None  # the step `train.step` chose (cifarzoo.steps), or None: the eager step
 
 
 class Trainer:
@@ -133,6 +135,7 @@ class Trainer:
         self.forward = parts.model if parts.forward is None else parts.forward
         self.train_forward = self.forward if parts.train_forward is None else parts.train_forward
         self.ranks = parts.ranks
+        self.stepper = EagerStep(parts) if parts.train_step is None else parts.train_step
         self.checkpoint_path, self.checkpoint_extra, self.on_epoch = checkpoint_path, checkpoint_extra, on_epoch
         data, optimizer, settings = parts.data, parts.optimizer, parts.settings
         self.local_batch = settings.batch_size // self.ranks.world_size  # data.* is this rank's shard
@@ -140,7 +143,8 @@ class Trainer:
         # Progress: completed epochs, and the position inside the current one.
         self.epoch, self.step = 0, 0
         self.perm: torch.Tensor | None = None
-        self.sums = torch.zeros(2, dtype=torch.float64, device=data.device)  # this rank's loss sum, correct
+        # This rank's loss sum, correct: one tensor for the whole run (a captured step adds to it in place).
+        self.sums = torch.zeros(2, dtype=torch.float64, device=data.device)
         self.lr = optimizer.param_groups[0]["lr"]
         self.epoch_train_s = 0.0
         self.elapsed_s = 0.0
@@ -184,7 +188,7 @@ class Trainer:
         own = checkpoint.rank_states(state)[self.ranks.rank]
         checkpoint.restore_rng(own["rng"], self.generator)
         self.perm = None if own["perm"] is None else own["perm"].to(device)
-        self.sums = own["sums"].to(device)
+        self.sums.copy_(own["sums"])
         self.epoch, self.step, self.lr = state["epoch"], state["step"], state["lr"]
         self.epoch_train_s, self.elapsed_s, self.final = state["epoch_train_s"], state["elapsed_s"], state["final"]
 
@@ -267,28 +271,9 @@ class Trainer:
         return int(self.ranks.max_(received).item()) or None
 
     def train_step(self, index: torch.Tensor) -> None:
-        """One optimizer step on the training images at `index`, augmented on the device."""
-        data = self.data
-        views, targets = self.aug.batch(data.train_x[index], data.train_y[index], data.num_classes,
-                                        data.normalize, self.generator)
-        first: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-        def closure() -> torch.Tensor:  # SAM calls it twice; the first call's loss is the one reported
-            self.optimizer.zero_grad(set_to_none=True)
-            with self.precision.autocast():
-                loss, logits = self.aug.loss(self.train_forward, views, targets)
-            self.precision.backward(loss, self.optimizer, self.grad_clip)
-            if not first:
-                first.append((loss.detach().float(), logits.detach()))  # float: a half loss x batch size can overflow
-            return loss
-
-        self.precision.step(self.optimizer, closure)
-        self.lr = self.optimizer.param_groups[0]["lr"]
-        self.scheduler.step()
-        loss, logits = first[0]
-        self.sums[0] += loss * len(targets)
-        # Correct = the target weight on the predicted class (lam / 1 - lam under Mixup, area under RICAP).
-        self.sums[1] += targets.gather(1, logits.argmax(1, keepdim=True)).sum()
+        """One optimizer step on the training images at `index`, augmented on the device, by the run's
+        step (`cifarzoo.steps`: eager, or replayed from a CUDA graph)."""
+        self.lr = self.stepper(index, self.sums)
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:

@@ -115,6 +115,8 @@ class FP16(Precision):
         self.keep_batchnorm_fp32 = keep_batchnorm_fp32
         self.loss_dtype = torch.float16 if loss_in_half else torch.float32
 
+    graph_unsupported = "fp16: the all-half model (no master weights) is not covered by the graph step's tests"
+
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.half()
         if self.keep_batchnorm_fp32:

@@ -282,6 +282,8 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
             "config_hash": chash,
             "sweep": ctx.sweep,
             "output_dir": str(run_dir),
+            "train_step": run.step.kind,
+            "train_step_reason": run.step.reason,
             **_git_commit(),
         },
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
@@ -293,6 +295,7 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
         run_dir, type(model).__name__, num_params / 1e6, run.dataset.name,
         run.num_train, run.num_test, where, tracker.run_id,
     )
+    log.info("training step: %s (%s)", run.step.kind, run.step.reason)
     return _fit(trainer, tracker, float(cfg.tracking.get("wait_s", 120)))
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from cifarzoo import bench
 from cifarzoo.paths import REPO_DIR
@@ -27,12 +28,16 @@ def run_bench(argv: list[str]) -> int:
         return int(exit_.code)
 
 
-def test_json_has_both_pipelines_and_their_ratio(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_bench([*TINY, "--json"]) == 0
+def test_json_has_both_pipelines_and_their_ratio(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    assert run_bench([*TINY, "--json", "--out", str(tmp_path / "bench.json")]) == 0
     out, err = capsys.readouterr()
     result = json.loads(out)  # stdout is the JSON object alone; progress went to stderr
+    assert json.loads((tmp_path / "bench.json").read_text()) == result
     rows = {row["pipeline"]: row for row in result["pipelines"]}
-    assert set(rows) == {"cifarzoo", "classic"}
+    assert set(rows) == {"cifarzoo", "classic"}  # no graph step on CPU: one cifarzoo row, eager
+    assert (rows["cifarzoo"]["step"], rows["classic"]["step"]) == ("eager", "-")
+    assert result["graph_not_measured"].startswith("train.step: graph cannot be used: train.device: a CUDA graph needs")
+    assert result["ratios"] == {"eager/classic": result["ratio"]}
     for row in rows.values():
         assert row["images_per_s"] > 0
         assert row["device"] == "cpu"
@@ -41,12 +46,34 @@ def test_json_has_both_pipelines_and_their_ratio(capsys: pytest.CaptureFixture[s
         assert row["precision"] == "fp32"
     assert result["ratio"] == pytest.approx(rows["cifarzoo"]["images_per_s"] / rows["classic"]["images_per_s"])
     assert (result["steps"], result["warmup"], result["workers"], result["data"]) == (3, 1, 0, "fake")
-    assert "cifarzoo: measuring 3 steps" in err and "classic: measuring 3 steps" in err
+    assert "cifarzoo (eager step): measuring 3 steps" in err and "classic: measuring 3 steps" in err
 
     table = bench.format_table(result)
-    assert table.splitlines()[0].split() == ["pipeline", "device", "model", "batch", "size", "precision", "images/s"]
-    assert [line.split()[0] for line in table.splitlines()[1:3]] == ["cifarzoo", "classic"]
-    assert f"ratio cifarzoo/classic: {result['ratio']:.2f}x" in table
+    lines = table.splitlines()
+    assert lines[0].split() == ["pipeline", "step", "device", "model", "batch", "size", "precision", "images/s"]
+    assert [line.split()[:2] for line in lines[1:3]] == [["cifarzoo", "eager"], ["classic", "-"]]
+    assert f"ratio cifarzoo/classic: {result['ratio']:.2f}x  (eager/classic {result['ratio']:.2f}x)" in table
+    assert "graph step not measured: train.step: graph cannot be used" in table
+
+
+def test_report_has_the_eager_and_graph_columns_and_ratios() -> None:
+    """What a CUDA run reports, from given measurements (the CPU cannot measure a graph step)."""
+    setup = bench.Setup.__new__(bench.Setup)
+    setup.graph_reason = ""
+    setup.run = type("Run", (), {"device": torch.device("cpu"), "parts": type("P", (), {"settings": type("S", (), {"batch_size": 128}),
+                                                                           "model": torch.nn.Linear(2, 2)})})()
+    setup.cfg, setup.choices = bench.compose_config([])[0], {"model": "resnet_preact", "data": "fake"}
+    setup.options = bench.Options(10, 2, 2)
+    results = [bench.Measurement("cifarzoo", "fp32", 1.0, 10_000, "eager"),
+               bench.Measurement("cifarzoo", "fp32", 1.0, 60_000, "graph"),
+               bench.Measurement("classic", "fp32", 1.0, 5_000)]
+    result = bench.report(setup, results)
+    assert result["ratio"] == 12.0
+    assert result["ratios"] == {"eager/classic": 2.0, "graph/classic": 12.0, "graph/eager": 6.0}
+    assert [(r["pipeline"], r["step"]) for r in result["pipelines"]] == [("cifarzoo", "eager"), ("cifarzoo", "graph"),
+                                                                        ("classic", "-")]
+    assert "ratio cifarzoo/classic: 12.00x  (eager/classic 2.00x, graph/classic 12.00x, graph/eager 6.00x)" in \
+        bench.format_table(result)
 
 
 def test_data_defaults_to_fake_unless_overridden() -> None:

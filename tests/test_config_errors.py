@@ -32,6 +32,9 @@ from cifarzoo.tracking import sqlite_path
          "aug.cutout.size: must fit in the 32x32 image when cut_inside is true (got 40)"),
         ("aug=dual_cutout aug.dual_cutout.cut_inside=true aug.dual_cutout.size=33", "aug.dual_cutout.size: must fit"),
         ("train.distributed=yes", "train.distributed: must be true or false"),
+        ("train.step=graph", "train.step: graph cannot be used: train.device: a CUDA graph needs a CUDA device "
+                             "(the run is on cpu) (got 'graph')"),
+        ("train.step=fast", "train.step: must be auto, graph or eager (got 'fast')"),
     ],
 )
 def test_bad_values_raise_one_line_config_error(make_run, tracking_uri, override, message):

@@ -43,6 +43,8 @@ def test_run_records_params_metrics_tags_and_config(make_run, client):
     assert "optim.lr=0.05" in tags["overrides"] and "seed=3" in tags["overrides"]
     assert len(tags["config_hash"]) == 16 and tags["output_dir"] == str(ctx.output_dir)
     assert "sweep" in tags and len(tags.get("git_commit", "x" * 40)) == 40
+    assert tags["train_step"] == "eager"  # train.step=auto on CPU
+    assert tags["train_step_reason"] == "train.step=auto: eager because train.device: a CUDA graph needs a CUDA device (the run is on cpu)"
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
     assert "config.yaml" in artifacts
     assert (ctx.output_dir / "checkpoint.pt").exists()

@@ -25,6 +25,7 @@ class DualCutout(Objective):
     the two views' logits. The training error is measured on the mean of the two logits."""
 
     conflicts_with = (Cutout,)
+    graph_unsupported = "dual_cutout: two views through the model per step, not covered by the graph step's tests"
 
     def __init__(self, alpha: float = 0.1, size: int = 16, prob: float = 1.0, cut_inside: bool = False,
                  mask_color: float = 0.0) -> None:

@@ -73,6 +73,8 @@ class Plan(NamedTuple):
 class _Policy(Block):
     op_names: tuple[str, ...] = ()
     num_bins: int = 10
+    graph_unsupported = ("autoaugment/randaugment pick each op's images with nonzero() (data-dependent shapes, "
+                         "a host sync), which a CUDA graph cannot capture")
 
     def __init__(self) -> None:
         self._tables: dict[tuple[int, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}

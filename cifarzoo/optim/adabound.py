@@ -84,6 +84,9 @@ class AdaBoundOptimizer(torch.optim.Optimizer):
 class AdaBound(OptimizerFactory):
     """`final_lr` is scaled by `lr_scaling` like `lr` (it is the SGD learning rate AdaBound ends at)."""
 
+    graph_unsupported = ("adabound: its update and bounds take the LR as a Python float, which a captured graph "
+                         "would keep at the capture step's value")
+
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), final_lr: float = 0.1,
                  gamma: float = 1e-3, eps: float = 1e-8, weight_decay: float = 5e-4, no_weight_decay_on_bn: bool = False,
                  lr_scaling: str = "none", base_batch_size: int = 128,

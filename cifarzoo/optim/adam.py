@@ -22,9 +22,11 @@ class Adam(OptimizerFactory):
         super().__init__(lr, weight_decay, no_weight_decay_on_bn, lr_scaling, base_batch_size, grad_clip)
         self.betas, self.eps = check_betas(betas), check_eps(eps)
 
-    def make(self, groups: list[dict[str, Any]], lr: float, lr_factor: float) -> torch.optim.Optimizer:
+    def make(self, groups: list[dict[str, Any]], lr: float, lr_factor: float, fused: bool = False) -> torch.optim.Optimizer:
+        # capturable: torch refuses to capture Adam's step without it (the step counts live on the device).
+        graph = {"fused": True, "capturable": True} if fused else {}
         return self.torch_class(groups, lr=lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay,
-                                amsgrad=self.amsgrad)
+                                amsgrad=self.amsgrad, **graph)
 
 
 class AMSGrad(Adam):

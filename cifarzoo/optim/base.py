@@ -51,6 +51,9 @@ class OptimizerFactory:
     """
 
     needs_closure = False  # True for optimizers that evaluate the loss more than once per step (SAM)
+    # Why the graph step (`cifarzoo.steps`) cannot run this optimizer; None: it can, through torch's
+    # fused update (`make(..., fused=True)`), which reads the LR from a device tensor.
+    graph_unsupported: str | None = None
 
     def __init__(self, lr: float, weight_decay: float = 0.0, no_weight_decay_on_bn: bool = False,
                  lr_scaling: str = "none", base_batch_size: int = 128,
@@ -84,13 +87,16 @@ class OptimizerFactory:
         groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return [g for g in groups if g["params"]] or groups[:1]
 
-    def build(self, model: torch.nn.Module, batch_size: int) -> torch.optim.Optimizer:
+    def build(self, model: torch.nn.Module, batch_size: int, fused: bool = False) -> torch.optim.Optimizer:
+        """The optimizer; `fused=True` (graph step only): torch's fused, graph-capturable update."""
         require(is_int(batch_size) and batch_size > 0,
                 "train.batch_size", "must be a positive int", batch_size)
-        return self.make(self.param_groups(model), self.scaled_lr(batch_size), self.lr_factor(batch_size))
+        extra = {"fused": True} if fused else {}
+        return self.make(self.param_groups(model), self.scaled_lr(batch_size), self.lr_factor(batch_size), **extra)
 
     def make(self, groups: list[dict[str, Any]], lr: float, lr_factor: float) -> torch.optim.Optimizer:
-        """The torch optimizer over `groups` at the (scaled) `lr`; `lr_factor` is what scaled it."""
+        """The torch optimizer over `groups` at the (scaled) `lr`; `lr_factor` is what scaled it.
+        Options without `graph_unsupported` also take `fused: bool`."""
         raise NotImplementedError
 
 

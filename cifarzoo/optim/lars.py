@@ -59,6 +59,9 @@ class LARSOptimizer(torch.optim.Optimizer):
 
 
 class LARS(OptimizerFactory):
+    graph_unsupported = ("lars: its update is a Python loop that passes the LR to the kernels as a float, which a "
+                         "captured graph would keep at the capture step's value")
+
     def __init__(self, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 5e-4, eps: float = 1e-9,
                  thresh: float = 1e-2, no_weight_decay_on_bn: bool = False, lr_scaling: str = "none",
                  base_batch_size: int = 128,

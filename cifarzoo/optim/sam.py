@@ -82,6 +82,8 @@ class SAM:
     meaning. For a base with other keys than sgd's, remove sgd's: `~optim.momentum ~optim.nesterov`."""
 
     needs_closure = True  # the step evaluates the loss twice
+    graph_unsupported = ("sam/asam: two forward/backward passes per step around a base optimizer that is not built "
+                         "graph-safe (no fused update reading the LR from the device)")
 
     def __init__(self, base: str = "sgd", rho: float = 0.05, adaptive: bool = False, eta: float = 0.01,
                  **base_keys: Any) -> None:

@@ -20,6 +20,13 @@ class SGD(OptimizerFactory):
         require(not nesterov or momentum > 0, "optim.nesterov", "needs optim.momentum > 0", nesterov)
         self.momentum, self.nesterov = float(momentum), nesterov
 
-    def make(self, groups: list[dict[str, Any]], lr: float, lr_factor: float) -> torch.optim.Optimizer:
-        return torch.optim.SGD(groups, lr=lr, momentum=self.momentum, nesterov=self.nesterov,
-                               weight_decay=self.weight_decay)
+    def make(self, groups: list[dict[str, Any]], lr: float, lr_factor: float, fused: bool = False) -> torch.optim.Optimizer:
+        optimizer = torch.optim.SGD(groups, lr=lr, momentum=self.momentum, nesterov=self.nesterov,
+                                    weight_decay=self.weight_decay, fused=fused or None)
+        if fused and self.momentum:
+            # torch's fused SGD creates the momentum buffers uninitialised at its first step and fills them
+            # in the kernel, which GradScaler's skip (amp_fp16, inf gradients) jumps over: zero buffers
+            # instead. The first step then gives buf = momentum * 0 + grad = grad, as the eager SGD's copy.
+            for p in (p for group in groups for p in group["params"]):
+                optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return optimizer
