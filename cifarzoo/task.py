@@ -220,7 +220,7 @@ def _decide(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> Decision:
         other = holder(own)
         if other is not None:
             return Decision("skip", describe(other), output_dir=own, running_elsewhere=True)
-        finished = _finished_in(own, uri)
+        finished = _finished_in(own, uri, chash)
         if finished is not None and not cfg.get("restart", False):
             return finished
         return Decision("resume", f"resumes in {own}")
@@ -233,8 +233,9 @@ def _decide(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> Decision:
                   bool(cfg.get("rerun_failed", False)))
 
 
-def _finished_in(run_dir: Path, uri: str) -> Decision | None:
-    """A skip when the run recorded in `run_dir` FINISHED: its result is never redone or downgraded."""
+def _finished_in(run_dir: Path, uri: str, chash: str) -> Decision | None:
+    """A skip when the run recorded in `run_dir` FINISHED with this configuration: its result is never
+    redone or downgraded (another configuration's dir is refused when the run opens)."""
     run_id = _recorded_run_id(run_dir, uri)
     if run_id is None:
         return None
@@ -245,7 +246,7 @@ def _finished_in(run_dir: Path, uri: str) -> Decision | None:
         run = MlflowClient(tracking_uri=uri).get_run(run_id)
     except MlflowException:
         return None
-    if run.info.status != "FINISHED":
+    if run.info.status != "FINISHED" or run.data.tags.get("config_hash") != chash:
         return None
     return Decision("skip", f"FINISHED before in this dir as MLflow run {run_id}",
                     test_error=run.data.metrics.get("test_error", math.nan))
