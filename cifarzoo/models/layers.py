@@ -1,5 +1,6 @@
 """Layer factories for the `model.norm` and `model.activation` keys (the architecture study
-varies them). Names are the config values; an unknown name is a one-line ConfigError."""
+varies them). Names are the config values; an unknown name is a one-line ConfigError. Also the
+width rounding of the width-multiplied mobile families."""
 
 from __future__ import annotations
 
@@ -32,3 +33,11 @@ def check_norm(name: str) -> Callable[[int], nn.Module]:
 def check_activation(name: str) -> Callable[[], nn.Module]:
     require(name in ACTIVATIONS, "model.activation", f"must be one of {', '.join(ACTIVATIONS)}", name)
     return ACTIVATIONS[name]
+
+
+def round_width(width: int, multiplier: float, divisor: int = 8) -> int:
+    """`width * multiplier` to a multiple of `divisor`, never more than 10% down: the rounding of
+    MobileNetV2's and EfficientNet's reference code (`_make_divisible` / `round_filters`)."""
+    scaled = width * multiplier
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
