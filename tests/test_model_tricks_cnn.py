@@ -118,6 +118,15 @@ def test_resnet50_has_bottleneck_stages():
     assert all(p.grad is not None for p in small.parameters())
 
 
+def test_dla_trees_deeper_than_the_reference_build_and_run():
+    # The reference gives every subtree the tree's input width and stride, which breaks at depth 3.
+    model = build(compose_config(["model=dla", "model.levels=[1,1,1,3,1,1]", "model.channels=[4,4,8,8,8,8]"]).model,
+                  in_channels=1, num_classes=5)
+    tree = model.features[-3]
+    assert len(tree.subtrees) == 2 and tree.root[0].in_channels == (3 + 2) * 8
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 5)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["model=resnet_imagenet_style", "model.depth=20"], r"^model\.depth: must be one of 10, 14, 18, 34, 50, 101, 152 "),
     (["model=resnext_small", "model.depth=50"], r"^model\.depth: must be one of 10, 14, 18, 34 \(got 50\)"),

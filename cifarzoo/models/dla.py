@@ -12,8 +12,8 @@ aggregates, in one root, a basic block of its input (the stride's "previous root
 its subtrees of depth L-1, ..., 1 applied one after another, and two basic blocks after them.
 
 Deviations from the paper, as the reference: these simplified trees (the reference's own; the
-paper's trees recurse on two subtrees and have residual roots), 3x3 base conv, stride 1 in levels
-0-2, no extra downsampling path. Beyond the reference: in a tree of depth L > 2 only the first
+paper's trees recurse on two subtrees and have residual roots), a 3x3 base conv, stride 1 at
+levels 1 and 2 (the paper: 2), no extra downsampling path. Beyond the reference: in a tree of depth L > 2 only the first
 subtree takes the tree's input width and stride (the reference gives them all, which cannot run
 for L > 2; at its depths 1 and 2 this is the same network). The pool is global (the reference's
 4x4 average pool is global at 32x32). Init: PyTorch's default, as the reference.
