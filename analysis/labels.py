@@ -270,6 +270,17 @@ MODELS: dict[str, Callable[[Params], tuple[str, set[str]]]] = {
     "resnext_small": _named("ResNeXt-{depth} ({cardinality} groups)", "depth", "cardinality"),
     "densenet121": _named("DenseNet-121 (k={growth_rate})", "growth_rate"),
     "convmixer": _named("ConvMixer-{dim}/{depth}", "dim", "depth"),
+    "lenet": _named("LeNet"),
+    "senet18": _named("SENet-{depth}", "depth"),
+    "preact_resnet18": _named("PreActResNet-{depth}", "depth"),
+    "regnet": _named("RegNet{variant}", "variant"),
+    "dla": _named("DLA"),
+    "googlenet": _named("GoogLeNet"),
+    "efficientnet_b0": _named("EfficientNet-B0"),
+    "mobilenet": _named("MobileNet"),
+    "mobilenetv2": _named("MobileNetV2"),
+    "pnasnet": _named("PNASNet"),
+    "dpn": _named("DPN-{variant}", "variant"),
 }
 
 

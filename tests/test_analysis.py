@@ -328,6 +328,10 @@ def test_model_and_augmentation_labels():
     assert label({"model": "resnet_imagenet_style", "model.depth": "14", "model.widen": "2"})[0] == \
         "ResNet-14, widening factor 2"
     assert label({"model": "vgg16", "model.batch_norm": "False"})[0] == "VGG-16 w/o BN"
+    assert label({"model": "regnet", "model.variant": "X-200MF"})[0] == "RegNetX-200MF"
+    assert label({"model": "dpn", "model.variant": "26"})[0] == "DPN-26"
+    assert label({"model": "senet18", "model.depth": "18"})[0] == "SENet-18"
+    assert label({"model": "resnet_imagenet_style", "model.depth": "50"})[0] == "ResNet-50"
     assert label({"model": "mystery_net", "model.depth": "8"})[0] == "mystery_net-8"
     assert name(aug="mixup", aug__mixup__alpha="1.0") == "ResNet-preact-20, Mixup (alpha=1)"
     assert name(aug="cutout+mixup", aug__mixup__alpha="0.5", aug__cutout__size="12") == \

@@ -138,7 +138,7 @@ def test_vgg16_is_the_vgg_class_with_the_vgg16_layout():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    (["model=resnet_imagenet_style", "model.depth=20"], r"^model\.depth: must be one of 10, 14, 18, 34 \(got 20\)"),
+    (["model=resnet_imagenet_style", "model.depth=20"], r"^model\.depth: must be one of 10, 14, 18, 34, 50, 101, 152 \(got 20\)"),
     (["model=resnet_imagenet_style", "model.widen=0.3"], r"^model\.widen: must be > 0 with 64\*widen a whole"),
     (["model=resnet_imagenet_style", "model.widen=0"], r"^model\.widen: "),
     (["model=resnet_imagenet_style", "model.activation=swish"], r"^model\.activation: must be one of relu"),

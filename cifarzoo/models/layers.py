@@ -1,6 +1,7 @@
 """Layer factories and checks shared by the families: the `model.norm` / `model.activation` keys
-(the architecture study varies them), rate and width checks, variant presets and the drop-path
-schedule. An unknown or bad value is a one-line ConfigError."""
+(the architecture study varies them), rate and width checks, variant presets, the drop-path
+schedule, and the width rounding of the width-multiplied mobile families. An unknown or bad value
+is a one-line ConfigError."""
 
 from __future__ import annotations
 
@@ -58,3 +59,11 @@ def pick_variant(variants: dict[str, dict], variant: object) -> dict:
 def drop_path_rates(rate: float, blocks: int) -> list[float]:
     """Stochastic-depth rate per residual block, rising linearly from 0 to `rate` (DeiT, Swin, timm)."""
     return [rate * i / max(blocks - 1, 1) for i in range(blocks)]
+
+
+def round_width(width: int, multiplier: float, divisor: int = 8) -> int:
+    """`width * multiplier` to a multiple of `divisor`, never more than 10% down: the rounding of
+    MobileNetV2's and EfficientNet's reference code (`_make_divisible` / `round_filters`)."""
+    scaled = width * multiplier
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)

@@ -1,7 +1,8 @@
 """ImageNet-layout ResNets at CIFAR resolution (He et al. 2015, "Deep Residual Learning for
 Image Recognition", arXiv:1512.03385), as in kuangliu's pytorch-cifar and the
-architecture-study seed (hongyaohongyao/train_cifar, models/resnet.py), plus that seed's
-"resnext18" (`ResNeXtSmall`).
+architecture-study seed (hongyaohongyao/train_cifar, models/resnet.py), the bottleneck
+ResNet-50/101/152 of pytorch-cifar-tricks (pprp, model/resnet.py at 7bf6ee9, = kuangliu's), plus
+the architecture-study seed's "resnext18" (`ResNeXtSmall`).
 
 Structure: a 3x3 stem conv (stride 1, no max-pool) of 64*widen channels -> norm -> act; four
 stages of basic blocks at (64, 128, 256, 512)*widen channels with strides (1, 2, 2, 2); global
@@ -15,6 +16,17 @@ bias. Blocks per stage by `depth` (= 2 * blocks + 2):
     depth 34: (3, 4, 6, 3)   ResNet-34: 21,282,122 params
 
 The seed's table truncates these to two decimals: 11.17 / 21.06 / 21.28M.
+
+Depths 50, 101 and 152 use bottleneck blocks (He et al.'s Table 1; the tricks seed's "resnet50"):
+conv1x1 (width) -> norm -> act -> conv3x3 (width, the stage's stride) -> norm -> act -> conv1x1
+(4 x width) -> norm, plus the shortcut (1x1 conv + norm where the shape changes), then act; the
+stages output (256, 512, 1024, 2048)*widen channels. Same stem, strides, pool and head:
+
+    depth 50:  (3, 4, 6, 3)    23,520,842 params
+    depth 101: (3, 4, 23, 3)   42,512,970 params
+    depth 152: (3, 8, 36, 3)   58,156,618 params
+
+exactly the counts of the tricks seed's ResNet50/101/152 for 10 classes.
 
 `ResNeXtSmall` (the seed's "resnext18", 10,021,194 params = its 10.02M): the same network whose
 blocks' first conv widens to `inner_widen` x the stage width and whose second conv is grouped
@@ -53,6 +65,11 @@ STAGE_BLOCKS: dict[int, tuple[int, int, int, int]] = {
     18: (2, 2, 2, 2),
     34: (3, 4, 6, 3),
 }
+BOTTLENECK_STAGE_BLOCKS: dict[int, tuple[int, int, int, int]] = {
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
 
 
 class BasicBlock(nn.Module):
@@ -80,7 +97,31 @@ class BasicBlock(nn.Module):
         return self.act2(y)
 
 
-def _check_widen(widen: object) -> int:
+class Bottleneck(nn.Module):
+    """conv1x1 -> norm -> act -> conv3x3 (stride) -> norm -> act -> conv1x1 (x4) -> norm, + shortcut, act."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, width: int, stride: int, norm: Callable[[int], nn.Module],
+                 act: Callable[[], nn.Module], identity_shortcut: bool = True) -> None:
+        super().__init__()
+        out_ch = width * self.expansion
+        self.branch = nn.Sequential(
+            nn.Conv2d(in_ch, width, 1, bias=False), norm(width), act(),
+            nn.Conv2d(width, width, 3, stride, 1, bias=False), norm(width), act(),
+            nn.Conv2d(width, out_ch, 1, bias=False), norm(out_ch),
+        )
+        self.act = act()
+        self.shortcut: nn.Module | None = nn.Identity() if identity_shortcut else None  # as BasicBlock
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, 0, bias=False), norm(out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.branch(x)
+        return self.act(y if self.shortcut is None else y + self.shortcut(x))
+
+
+def check_widen(widen: object) -> int:
     ok = is_number(widen) and widen > 0
     ok = ok and float(64 * widen).is_integer()
     require(ok, "model.widen", "must be > 0 with 64*widen a whole number (stem width)", widen)
@@ -101,13 +142,15 @@ class ResNetImageNetStyle(nn.Module):
     ) -> None:
         super().__init__()
         self._build(in_channels, num_classes, depth, widen, activation, norm, cardinality=1, inner_widen=1,
-                    identity_shortcuts=identity_shortcuts, norm_scope=norm_scope)
+                    identity_shortcuts=identity_shortcuts, norm_scope=norm_scope,
+                    depths=STAGE_BLOCKS | BOTTLENECK_STAGE_BLOCKS)
 
     def _build(self, in_channels: int, num_classes: int, depth: int, widen: float, activation: str, norm: str,
-               cardinality: int, inner_widen: int, identity_shortcuts: bool = True, norm_scope: str = "all") -> None:
-        depths = ", ".join(str(d) for d in STAGE_BLOCKS)
-        require(isinstance(depth, int) and depth in STAGE_BLOCKS, "model.depth", f"must be one of {depths}", depth)
-        base = _check_widen(widen)
+               cardinality: int, inner_widen: int, identity_shortcuts: bool = True, norm_scope: str = "all",
+               depths: dict[int, tuple[int, int, int, int]] = STAGE_BLOCKS) -> None:
+        names = ", ".join(str(d) for d in depths)
+        require(isinstance(depth, int) and depth in depths, "model.depth", f"must be one of {names}", depth)
+        base = check_widen(widen)
         require(isinstance(cardinality, int) and cardinality >= 1, "model.cardinality", "must be an int >= 1",
                 cardinality)
         require(isinstance(inner_widen, int) and inner_widen >= 1, "model.inner_widen", "must be an int >= 1",
@@ -124,13 +167,18 @@ class ResNetImageNetStyle(nn.Module):
         self.bn = make_norm(base)
         self.act = make_act()
         stages, in_ch = [], base
-        for i, (n, stride) in enumerate(zip(STAGE_BLOCKS[depth], (1, 2, 2, 2))):
-            out_ch = base * 2**i
-            blocks = []
+        for i, (n, stride) in enumerate(zip(depths[depth], (1, 2, 2, 2))):
+            width = base * 2**i
+            blocks: list[nn.Module] = []
             for j in range(n):
-                blocks.append(BasicBlock(in_ch, out_ch, stride if j == 0 else 1, out_ch * inner_widen, cardinality,
-                                         block_norm, make_act, identity_shortcuts))
-                in_ch = out_ch
+                s = stride if j == 0 else 1
+                if depth in BOTTLENECK_STAGE_BLOCKS:
+                    blocks.append(Bottleneck(in_ch, width, s, block_norm, make_act, identity_shortcuts))
+                    in_ch = width * Bottleneck.expansion
+                else:
+                    blocks.append(BasicBlock(in_ch, width, s, width * inner_widen, cardinality, block_norm, make_act,
+                                             identity_shortcuts))
+                    in_ch = width
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(in_ch, num_classes)

@@ -28,11 +28,14 @@ from cifarzoo.models.resnet_preact import Activation, PreActBlock, PreActBottlen
 
 
 class SqueezeExcitation(nn.Module):
-    """Channel gates from global average pooling: FC-act-FC-sigmoid, multiplied onto the input."""
+    """Channel gates from global average pooling: FC-act-FC-sigmoid, multiplied onto the input.
+    The hidden width is max(1, channels // reduction) unless `hidden` gives it (EfficientNet and
+    RegNetY size it from the block's input width)."""
 
-    def __init__(self, channels: int, reduction: int, act: Activation | None = None) -> None:
+    def __init__(self, channels: int, reduction: int = 16, act: Activation | None = None,
+                 hidden: int | None = None) -> None:
         super().__init__()
-        hidden = max(1, channels // reduction)
+        hidden = max(1, channels // reduction) if hidden is None else hidden
         self.fc1 = nn.Linear(channels, hidden)
         self.act = act() if act is not None else nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden, channels)
