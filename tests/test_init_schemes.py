@@ -58,7 +58,8 @@ def test_every_family_takes_the_schemes(option, scheme):
     assert any(not torch.equal(a.weight, b.weight) for a, b in zip(convs, default_convs))
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.weight is not None]
     for bn in bns:  # U(0, 1) weights, zero bias, whatever the scheme
-        assert 0 <= bn.weight.min() and bn.weight.max() < 1 and bn.weight.std() > 0 and not bn.bias.any()
+        assert 0 <= bn.weight.min() and bn.weight.max() < 1 and not bn.bias.any()
+        assert bn.weight.numel() == 1 or bn.weight.std() > 0  # tiny test widths can leave one channel
     if scheme != "pytorch_default":
         assert not any(m.bias.any() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
                        and m.bias is not None)

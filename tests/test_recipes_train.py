@@ -52,7 +52,7 @@ def test_fp16_trains_the_whole_model_in_half(make_run, client, one_thread):
 
 def test_fp16_divergence_is_recorded_as_failed_diverged(make_run, client, one_thread):
     # A step size at which fp32 weights stay finite but float16 ones overflow.
-    overrides = (*SMALL, "data.train_size=256", "optim.lr=1000")
+    overrides = (*SMALL, "data.train_size=256", "optim.lr=100")
     cfg, ctx = make_run(*overrides, "precision=fp16")
     assert math.isnan(train(cfg, ctx))
     run = only_run(client)
