@@ -21,13 +21,15 @@ option). The conventions follow hysts/pytorch_image_classification
   `GradualWarmupScheduler` with `multiplier=1`, Goyal et al. 2017): the same linear ramp with
   `s = 0`, so the first step trains at LR 0 and the factor is t / W. Deviations from that
   class: it ramps per step (the reference steps once per epoch), the main schedule is
-  compressed into the epochs after the warmup (the reference's commented-out call passes the
-  whole run as the cosine's `T_max`, so its cosine would not reach 0), and the peak LR is not
+  compressed into the epochs after the warmup (the reference passes the whole run as the
+  cosine's `T_max`, counted from the end of the warmup, so its cosine does not reach 0), and the peak LR is not
   repeated for one extra epoch at the hand-over (the reference's `last_epoch > total_epoch`
   test holds the peak at epochs W and W + 1). Any option can follow it; `sched=cosine
-  sched.warmup=linear_from_zero` is the warm-cosine. (The reference's `warmcosine` at its
-  HEAD actually builds `CosineAnnealingWarmRestarts(T_0=10, T_mult=2, eta_min=1e-4)`, with
-  the warmup commented out; that is `sched=sgdr sched.t0=10 sched.t_mult=2`.)
+  sched.warmup=linear_from_zero` is the warm-cosine. The reference's `warmcosine` was
+  this warmup of 20 epochs + `CosineAnnealingLR(T_max=epochs)` when its tables were made
+  (`utils/controler.py` at c6e3861, 2021-10-24, table 3.8); its HEAD builds
+  `CosineAnnealingWarmRestarts(T_0=10, T_mult=2, eta_min=1e-4)` instead, the warmup commented
+  out (that is `sched=sgdr sched.t0=10 sched.t_mult=2`, with a floor).
 - `warmup: none` or `warmup_epochs: 0` means no warmup (as hysts' `_create_warmup`); then
   `warmup_epochs` is ignored and the main schedule runs over the whole run.
 """
