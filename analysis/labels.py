@@ -281,6 +281,7 @@ MODELS: dict[str, Callable[[Params], tuple[str, set[str]]]] = {
     "mobilenetv2": _named("MobileNetV2"),
     "pnasnet": _named("PNASNet"),
     "dpn": _named("DPN-{variant}", "variant"),
+    "spp_resnet": _named("spp_d{depth}_p{pooling}", "depth", "pooling"),  # the tricks seed's names
 }
 
 
@@ -330,6 +331,7 @@ AUGS: dict[str, Callable[[Params], tuple[str, set[str]]]] = {
     "ricap": _ricap,
     "autoaugment": lambda p: ("AutoAugment", set()),
     "randaugment": lambda p: ("RandAugment", set()),
+    "random_resized_crop": lambda p: ("RandomResizedCrop", set()),
     "label_smoothing": _with("label smoothing", "aug.label_smoothing.epsilon", " ({})"),
     "dual_cutout": _dual_cutout,
 }

@@ -17,6 +17,19 @@ option). The conventions follow hysts/pytorch_image_classification
   first step after the warmup and `total_steps` the steps left after it. So `multistep`
   milestones and `sgdr` periods count epochs from the end of the warmup, and `cosine` /
   `linear` reach their floor at the end of the run.
+- `linear_from_zero` is the tricks seed's warm-cosine warmup (pprp/pytorch-cifar-tricks,
+  `GradualWarmupScheduler` with `multiplier=1`, Goyal et al. 2017): the same linear ramp with
+  `s = 0`, so the first step trains at LR 0 and the factor is t / W. Deviations from that
+  class: it ramps per step (the reference steps once per epoch), the main schedule is
+  compressed into the epochs after the warmup (the reference passes the whole run as the
+  cosine's `T_max`, counted from the end of the warmup, so its cosine does not reach 0), and the peak LR is not
+  repeated for one extra epoch at the hand-over (the reference's `last_epoch > total_epoch`
+  test holds the peak at epochs W and W + 1). Any option can follow it; `sched=cosine
+  sched.warmup=linear_from_zero` is the warm-cosine. The reference's `warmcosine` was
+  this warmup of 20 epochs + `CosineAnnealingLR(T_max=epochs)` when its tables were made
+  (`utils/controler.py` at c6e3861, 2021-10-24, table 3.8); its HEAD builds
+  `CosineAnnealingWarmRestarts(T_0=10, T_mult=2, eta_min=1e-4)` instead, the warmup commented
+  out (that is `sched=sgdr sched.t0=10 sched.t_mult=2`, with a floor).
 - `warmup: none` or `warmup_epochs: 0` means no warmup (as hysts' `_create_warmup`); then
   `warmup_epochs` is ignored and the main schedule runs over the whole run.
 """
@@ -30,17 +43,18 @@ import torch
 
 from cifarzoo.errors import is_int, require
 
-WARMUPS = ("none", "linear", "exponential")
+WARMUPS = ("none", "linear", "exponential", "linear_from_zero")
 
 
 class Schedule:
     """Warmup (shared by every option) followed by the subclass's `decay`."""
 
-    WARMUP_START_FACTOR = 1e-3  # hysts' config.scheduler.warmup.start_factor
-    WARMUP_EXPONENT = {"linear": 1, "exponential": 4}  # hysts' config.scheduler.warmup.exponent
+    # (start factor s, exponent p) of each warmup: hysts' start_factor 1e-3 and exponent 1 or 4,
+    # and the tricks seed's GradualWarmupScheduler (multiplier 1) ramping from 0
+    WARMUP_RAMP = {"linear": (1e-3, 1), "exponential": (1e-3, 4), "linear_from_zero": (0.0, 1)}
 
     def __init__(self, warmup: str = "none", warmup_epochs: int = 0) -> None:
-        require(warmup in WARMUPS, "sched.warmup", "must be none, linear or exponential", warmup)
+        require(warmup in WARMUPS, "sched.warmup", "must be none, linear, exponential or linear_from_zero", warmup)
         require(is_int(warmup_epochs) and warmup_epochs >= 0, "sched.warmup_epochs", "must be an int >= 0", warmup_epochs)
         self.warmup, self.warmup_epochs = warmup, warmup_epochs
 
@@ -59,8 +73,8 @@ class Schedule:
         """The LR multiplier of `optim.lr` at optimizer step `step` (0-based) of the run."""
         warmup_steps = self.active_warmup_epochs() * steps_per_epoch
         if step < warmup_steps:
-            s = self.WARMUP_START_FACTOR
-            return s + (1 - s) * (step / warmup_steps) ** self.WARMUP_EXPONENT[self.warmup]
+            s, p = self.WARMUP_RAMP[self.warmup]
+            return s + (1 - s) * (step / warmup_steps) ** p
         return self.decay(step - warmup_steps, steps_per_epoch, total_steps - warmup_steps)
 
     def build(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:

@@ -42,6 +42,7 @@ SMALL: dict[str, list[str]] = {
     "se_resnet_preact": ["model.depth=8"],
     "senet18": ["model.depth=10", "model.widen=0.25"],
     "shake_shake": ["model.depth=8", "model.base_channels=4"],
+    "spp_resnet": ["model.cardinality=2", "model.base_channels=4", "model.spp=true", "model.pooling=D"],
     "squeezenet": [],
     "stochastic_depth_resnet": ["model.survival_prob_last=1.0"],  # every block kept: all parameters get gradients
     "swin": ["model.depths=[2,2,2,2]", "model.embed_dim=8", "model.heads=[1,1,1,1]"],

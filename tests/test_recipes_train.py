@@ -26,7 +26,7 @@ def only_run(client):
 def test_every_aug_option_of_the_issue_is_present():
     assert AUG_YAMLS == sorted([
         "standard", "none", "cutout", "random_erasing", "mixup", "cutmix", "ricap", "dual_cutout",
-        "label_smoothing", "autoaugment", "randaugment",
+        "label_smoothing", "autoaugment", "randaugment", "random_resized_crop",
     ])
 
 

@@ -125,6 +125,22 @@ def test_exponential_warmup_is_hysts_power_ramp():
     assert sgdr[2:] == pytest.approx([0.1, 0.05, 0.1, 0.05])
 
 
+def test_linear_from_zero_warmup_is_the_tricks_seeds_warm_cosine():
+    # GradualWarmupScheduler(multiplier=1): lr * t / W from exactly 0, then the cosine over the
+    # 2 epochs left after the 2-epoch warmup (4 steps per epoch)
+    values = lrs(Cosine(warmup="linear_from_zero", warmup_epochs=2), steps_per_epoch=4, epochs=4)
+    expected = [0.1 * t / 8 for t in range(8)] + [0.1 * 0.5 * (1 + math.cos(math.pi * t / 8)) for t in range(8)]
+    assert values == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert values[0] == 0.0 and values[4] == pytest.approx(0.05) and values[8] == pytest.approx(0.1)
+    # hysts' `linear` starts at 1e-3 * lr: the two modes differ by (1 - t/W) * 1e-3 * lr
+    hysts = lrs(Cosine(warmup="linear", warmup_epochs=2), steps_per_epoch=4, epochs=4)
+    assert [h - v for h, v in zip(hysts[:8], values[:8])] == pytest.approx([0.1 * S * (1 - t / 8) for t in range(8)])
+    assert hysts[8:] == pytest.approx(values[8:])
+    # a warmup mode of every option, e.g. multistep milestones still count from its end
+    multistep = lrs(MultiStep(milestones=[1], gamma=0.5, warmup="linear_from_zero", warmup_epochs=1), 2, 3)
+    assert multistep == pytest.approx([0.0, 0.05, 0.1, 0.1, 0.05, 0.05])
+
+
 def test_warmup_none_or_zero_epochs_is_no_warmup():
     plain = lrs(Linear(), 3, 4)
     assert lrs(Linear(warmup="none", warmup_epochs=2), 3, 4) == pytest.approx(plain)
@@ -170,20 +186,21 @@ def test_every_sched_yaml_composes_and_builds(name):
     assert (defaults.warmup, defaults.warmup_epochs) == ("none", 0)
     epochs = compose_config([]).train.epochs
     build(defaults).build(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1), 3, epochs)
-    for warmup in ("none", "linear", "exponential"):
+    for warmup in ("none", "linear", "exponential", "linear_from_zero"):
         schedule = build(sched_node(name, warmup=warmup, warmup_epochs=5, **({"t0": 5} if name == "sgdr" else {})))
         assert isinstance(schedule, Schedule) and schedule.warmup == warmup and schedule.warmup_epochs == 5
         values = lrs(schedule, steps_per_epoch=2, epochs=15)
         if warmup == "none":
             assert values[0] == pytest.approx(0.1)
         else:
-            assert values[0] == pytest.approx(0.1 * S) and values[10] == pytest.approx(0.1)  # end of the warmup
+            start = 0.0 if warmup == "linear_from_zero" else 0.1 * S
+            assert values[0] == pytest.approx(start, abs=0) and values[10] == pytest.approx(0.1)  # end of the warmup
 
 
 @pytest.mark.parametrize(
     ("name", "values", "message"),
     [
-        ("constant", {"warmup": "cosine"}, "sched.warmup: must be none, linear or exponential (got 'cosine')"),
+        ("constant", {"warmup": "cosine"}, "sched.warmup: must be none, linear, exponential or linear_from_zero (got 'cosine')"),
         ("cosine", {"warmup": "linear", "warmup_epochs": -1}, "sched.warmup_epochs: must be an int >= 0 (got -1)"),
         ("cosine", {"warmup_epochs": 1.5}, "sched.warmup_epochs: must be an int >= 0 (got 1.5)"),
         ("cosine", {"lr_min_factor": 1.5}, "sched.lr_min_factor: must be in [0, 1] (got 1.5)"),

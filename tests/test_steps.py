@@ -53,6 +53,7 @@ CASES = {
     "mixup": ["aug=mixup"],
     "cutmix": ["aug=cutmix"],
     "ricap": ["aug=ricap"],
+    "random_resized_crop": ["aug=random_resized_crop"],
 }
 # Adam's for-loop update turns a tensor LR into its step size with tensor arithmetic (rounded
 # otherwise than from a float): the bitwise check around the eager optimizer is for the others.
