@@ -19,8 +19,9 @@ class SweepCallbacks(Callback):
     """Before the jobs: every job composes and builds (on the meta device, no data; one line per
     bad job, exit 2, before anything trains or is submitted), the tracking server answers and the
     experiment exists (so jobs never race to create it). Under `+plan=true` each job reports
-    itself, an invalid one as `plan: invalid` (the plan then exits 2). After them: one line counting finished, failed, skipped and resumed runs; a
-    sweep with failed runs (or jobs without a readable outcome) exits 1."""
+    itself, an invalid one as `plan: invalid` (the plan then exits 2). After them: one line
+    counting finished, failed, skipped and resumed runs; a sweep with failed runs (or jobs without
+    a readable outcome) exits 1."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("plan", False):
