@@ -23,6 +23,13 @@ FAILED, FINISHED = "FAILED", "FINISHED"
 def open_client(tracking_uri: str):  # noqa: ANN201 (mlflow is imported lazily: it is slow)
     from mlflow.tracking import MlflowClient
 
+    from cifarzoo.errors import ConfigError
+    from cifarzoo.tracking import check_reachable
+
+    try:  # an unknown scheme, or an http server that does not answer: one line within seconds
+        check_reachable(tracking_uri)
+    except ConfigError as error:
+        raise AnalysisError(f"--tracking-uri: {str(error)[len(error.key) + 2:]}") from None
     if tracking_uri.startswith("sqlite:///"):
         # MlflowClient would create an empty store at a mistyped path: refuse instead.
         path = Path(tracking_uri[len("sqlite:///"):].split("?")[0])

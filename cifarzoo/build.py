@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from torch.nn.parallel import DistributedDataParallel
 
 from cifarzoo.aug import Recipe
-from cifarzoo.config import build, build_model
+from cifarzoo.config import build, build_model, check_top_level_keys
 from cifarzoo.data import DeviceData, ImageDataset
 from cifarzoo.distributed import Ranks
 from cifarzoo.errors import is_int, require
@@ -80,6 +80,7 @@ class Components:
 def build_components(cfg: DictConfig, ranks: Ranks = Ranks()) -> Components:
     """Build and validate every part that needs no data (each ConfigError a run can raise, but
     for the sizes of the data and the device): also what `python -m sweeps check` runs."""
+    check_top_level_keys(cfg)
     settings = loop_settings(cfg)
     world = ranks.world_size
     require(settings.batch_size % world == 0, "train.batch_size",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from typing import Any
@@ -14,8 +15,27 @@ from omegaconf import DictConfig, OmegaConf
 from cifarzoo.errors import ConfigError
 
 GROUPS = ("model", "aug", "optim", "sched", "data", "precision")
+# `+key=true` switches of run.py (cifarzoo.task): the only top-level keys beyond conf/config.yaml's.
+SWITCHES = ("plan", "rerun_failed", "restart")
 # Keys that say where things are or how a sweep is driven, not what is trained: left out of `config_hash`.
 _LOCATION_KEYS = (("tracking",), ("data", "root"), ("data", "download"), ("seed",), ("plan",), ("rerun_failed",), ("restart",))
+
+
+@functools.lru_cache(maxsize=1)
+def top_level_keys() -> frozenset[str]:
+    """The top-level keys a run's config may hold: conf/config.yaml's, the groups and the switches."""
+    from cifarzoo.paths import REPO_DIR
+
+    primary = OmegaConf.load(REPO_DIR / "conf" / "config.yaml")
+    return frozenset(k for k in primary if k != "defaults") | set(GROUPS) | set(SWITCHES)
+
+
+def check_top_level_keys(cfg: DictConfig) -> None:
+    """`+experimnt=x` or `+lr=0.1` would otherwise train the default and log a junk param."""
+    unknown = sorted(set(cfg) - top_level_keys())
+    if unknown:
+        raise ConfigError(unknown[0], "unknown top-level key (a typo? experiments are +experiment=NAME from "
+                          "conf/experiment/; run switches are +plan, +restart, +rerun_failed)", cfg[unknown[0]])
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:

@@ -6,6 +6,7 @@ optimizers which evaluate the loss twice (SAM) work under every mode that allows
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -116,6 +117,12 @@ class FP16(Precision):
         self.loss_dtype = torch.float16 if loss_in_half else torch.float32
 
     graph_unsupported = "fp16: the all-half model (no master weights) is not covered by the graph step's tests"
+
+    def setup(self, device: torch.device) -> None:
+        super().setup(device)
+        if device.type == "cpu":  # can be intended (fp16 numerics), so a warning, not an error
+            logging.getLogger("cifarzoo").warning(
+                "precision=fp16 on CPU: CPUs have no fast float16 kernels, expect it far slower than fp32")
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         model = model.half()

@@ -138,6 +138,12 @@ class MultiStep(Schedule):
         require(0 < gamma <= 1, "sched.gamma", "must be in (0, 1]", gamma)
         self.milestones, self.gamma = milestones, float(gamma)
 
+    def check(self, main_epochs: int) -> None:
+        """A milestone the run never reaches would leave the LR constant where a decay was meant."""
+        after = " after the warmup" if self.active_warmup_epochs() else ""
+        require(not self.milestones or self.milestones[-1] < main_epochs, "sched.milestones",
+                f"must be epochs the run reaches: less than its {main_epochs} epochs{after} (train.epochs)", self.milestones)
+
     def decay(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
         epoch = step // steps_per_epoch
         return self.gamma ** sum(epoch >= m for m in self.milestones)

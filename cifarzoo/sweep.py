@@ -86,7 +86,7 @@ def vouches_for(directory: Path, run_id: str) -> bool:
 def write_outcome(job_dir: Path, outcome: str, detail: str = "") -> None:
     """`outcome`: finished, resumed (finished after resuming), failed, skipped, skipped-failed
     (FAILED before, not rerun), skipped-running (held by another live process), interrupted, or
-    plan-run / plan-resume / plan-skip. Written atomically; a failed write (a full disk) is one
+    plan-run / plan-resume / plan-skip / plan-invalid. Written atomically; a failed write (a full disk) is one
     line in the log, and the summary then counts the job as having no outcome."""
     path = job_dir / OUTCOME_FILE
     tmp = path.with_name(f".{OUTCOME_FILE}.tmp{os.getpid()}")
@@ -119,6 +119,8 @@ def summarize(sweep_dir: Path) -> tuple[str, Counter[str]]:
             counts[read_outcome(path)] += 1
     if any(k.startswith("plan-") for k in counts):
         parts = [f"{counts[f'plan-{a}']} would {a}" for a in ("run", "resume", "skip")]
+        if counts["plan-invalid"]:
+            parts.append(f"{counts['plan-invalid']} invalid")
         return f"cifarzoo plan: {', '.join(parts)}", counts
     finished = counts["finished"] + counts["resumed"]
     skipped = counts["skipped"] + counts["skipped-failed"] + counts["skipped-running"]

@@ -134,9 +134,10 @@ def _run(cfg: DictConfig, ctx: RunContext, ranks: Ranks, decision: Decision, run
     if decision.running_elsewhere and run_dir == ctx.output_dir:  # never write into a dir another process holds
         record = lambda *args: None  # noqa: E731
     if cfg.get("plan", False):
+        action, reason = _planned(cfg, decision)
         if ranks.is_main:
-            print(f"plan: {decision.action:6s} {' '.join(ctx.overrides) or '(defaults)'}: {decision.reason}", flush=True)
-        record(ctx.output_dir, f"plan-{decision.action}", decision.reason)
+            print(f"plan: {action:6s} {' '.join(ctx.overrides) or '(defaults)'}: {reason}", flush=True)
+        record(ctx.output_dir, f"plan-{action}", reason)
         return math.nan
     if decision.action == "skip":
         log.info("skipped: %s", decision.reason)
@@ -154,6 +155,17 @@ def _run(cfg: DictConfig, ctx: RunContext, ranks: Ranks, decision: Decision, run
     outcome = "failed" if math.isnan(error) else ("resumed" if decision.action == "resume" else "finished")
     record(ctx.output_dir, outcome, decision.reason)
     return error
+
+
+def _planned(cfg: DictConfig, decision: Decision) -> tuple[str, str]:
+    """What `+plan=true` reports: `invalid` and the error for a job that would not start."""
+    from cifarzoo.preflight import build_on_meta
+
+    try:
+        build_on_meta(cfg)
+    except ConfigError as error:
+        return "invalid", str(error)
+    return decision.action, decision.reason
 
 
 def _decide_where(cfg: DictConfig, ctx: RunContext, uri: str, chash: str,

@@ -65,11 +65,31 @@ class TrackingLost(Exception):
     did not get are safe in the run dir's outbox. The message is one line."""
 
 
+# The URI schemes of MLflow's tracking stores ("" = a local path); `postgresql+psycopg2` counts as `postgresql`.
+SCHEMES = ("", "file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+
+
+def check_uri(uri: str) -> None:
+    """A one-line ConfigError for a URI MLflow would fail on with a long traceback (an unknown
+    scheme), or quietly turn into a new store somewhere unintended (sqlite in a missing folder:
+    a typo; only cifarzoo's own outputs/ folder is created)."""
+    from cifarzoo.paths import outputs_dir
+
+    scheme = urlsplit(uri).scheme.split("+")[0].lower()
+    if scheme not in SCHEMES:
+        raise ConfigError("tracking.uri", f"unknown scheme {scheme!r}; use sqlite:///<path>, http(s)://<host>:<port>, "
+                          "file:<path> or a database URI (postgresql://...)", uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.parent.is_dir() and db.parent.resolve() != outputs_dir():
+        raise ConfigError("tracking.uri", f"the folder {db.parent} does not exist (a typo? create it first)", uri)
+
+
 def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, with one line naming the URI, when an http(s) tracking server does not answer
-    (MLflow's own client would retry for minutes). The check is a real API call: `/health` skips
-    the server's Host-header check, so a host name the server does not allow would pass it and
-    then fail every call with 403."""
+    """`check_uri`, then fail fast, with one line naming the URI, when an http(s) tracking server
+    does not answer (MLflow's own client would retry for minutes). The check is a real API call:
+    `/health` skips the server's Host-header check, so a host name the server does not allow would
+    pass it and then fail every call with 403."""
+    check_uri(uri)
     if not uri.startswith(("http://", "https://")):
         return
     import requests

@@ -4,6 +4,7 @@ cifarzoo's results beside the numbers the seeds published."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import contextlib
 import os
 import subprocess
@@ -101,7 +102,19 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """`check` first (with the extra overrides): a study with a job that would not start runs nothing."""
+    from sweeps.check import check_study
+
     study = load(args.study)
+    extra = [o for o in args.overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/", "-"))]
+    if not any(o.lstrip("+") in ("plan=true", "plan=True") for o in extra):  # a plan reports invalid jobs itself
+        problems = check_study(dataclasses.replace(study, grids=tuple((*g, *extra) for g in study.grids)))
+        for line in problems:
+            print(f"sweeps: error: {line}", file=sys.stderr, flush=True)
+        if problems:
+            print(f"sweeps: error: {args.study}: {len(problems)} problem(s) found by check; nothing was run",
+                  file=sys.stderr, flush=True)
+            return 2
     status = 0
     for overrides in study.multiruns():
         command = [sys.executable, str(REPO_DIR / "run.py"), "-m", *overrides, *args.overrides]

@@ -151,14 +151,21 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
 
 
 def write_mnist_family(root: Path, folder: str, train_x: np.ndarray, train_y: list[int],
-                       test_x: np.ndarray, test_y: list[int]) -> None:
-    """`<root>/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`, unpacked, big-endian
-    header (magic 0x00000803 / 0x00000801). Images are given as (N, 1, 28, 28)."""
+                       test_x: np.ndarray, test_y: list[int], gz: bool = False) -> None:
+    """`<root>/<folder>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte`, big-endian header
+    (magic 0x00000803 / 0x00000801), unpacked or (`gz`) only as the `.gz` files the sets are
+    published as. Images are given as (N, 1, 28, 28)."""
+    import gzip
+
     raw = root / folder / "raw"
     raw.mkdir(parents=True)
     for prefix, x, y in (("train", train_x, train_y), ("t10k", test_x, test_y)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", x[:, 0])
-        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", np.asarray(y, dtype=np.uint8))
+        for name, array in ((f"{prefix}-images-idx3-ubyte", x[:, 0]), (f"{prefix}-labels-idx1-ubyte", np.asarray(y, dtype=np.uint8))):
+            _write_idx(raw / name, array)
+            if gz:
+                path = raw / name
+                (raw / f"{name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+                path.unlink()
 
 
 def read_idx_gz(path: Path) -> np.ndarray:

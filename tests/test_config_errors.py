@@ -35,6 +35,13 @@ from cifarzoo.tracking import sqlite_path
         ("train.step=graph", "train.step: graph cannot be used: train.device: a CUDA graph needs a CUDA device "
                              "(the run is on cpu) (got 'graph')"),
         ("train.step=fast", "train.step: must be auto, graph or eager (got 'fast')"),
+        ("+experimnt=wrn", "experimnt: unknown top-level key (a typo? experiments are +experiment=NAME"),
+        ("+lr=0.3", "lr: unknown top-level key"),
+        ("sched=multistep", "sched.milestones: must be epochs the run reaches: less than its 2 epochs (train.epochs) "
+                            "(got [100, 150])"),
+        ("sched=multistep sched.milestones=[1,2]", "sched.milestones: must be epochs the run reaches"),
+        ("sched=multistep sched.milestones=[1] sched.warmup=linear sched.warmup_epochs=1",
+         "sched.milestones: must be epochs the run reaches: less than its 1 epochs after the warmup"),
     ],
 )
 def test_bad_values_raise_one_line_config_error(make_run, tracking_uri, override, message):
@@ -66,3 +73,30 @@ def test_resuming_into_a_dir_of_another_configuration_is_refused(make_run):
     cfg, ctx = make_run("model.depth=8", "train.epochs=1", "optim.lr=0.3")
     with pytest.raises(ConfigError, match=r"^hydra.run.dir: holds a checkpoint of a different configuration"):
         train(cfg, ctx)
+
+
+def test_fp16_on_cpu_is_a_warning_not_an_error(caplog):
+    """It can be intended (fp16 numerics on a laptop), but it is far slower than fp32 there: one line."""
+    import logging
+
+    from cifarzoo.precision import FP16, AmpBF16
+
+    with caplog.at_level(logging.WARNING, logger="cifarzoo"):
+        AmpBF16().setup(torch.device("cpu"))
+        assert caplog.records == []
+        FP16().setup(torch.device("cpu"))
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and record.getMessage().startswith("precision=fp16 on CPU:")
+    assert "\n" not in record.getMessage()
+
+
+def test_unknown_experiment_is_refused_naming_the_experiments(make_cfg):
+    """`+experiment=anything` used to train the default and log a junk param `experiment`."""
+    from hydra import initialize_config_dir
+
+    from cifarzoo.paths import REPO_DIR
+    from cifarzoo.preflight import invalid_jobs
+
+    with initialize_config_dir(config_dir=str(REPO_DIR / "conf"), version_base="1.3"):
+        ((_, error),) = invalid_jobs([["data=fake", "+experiment=anything"]])
+    assert "Could not find 'experiment/anything'" in error and "wrn28_10_ricap" in error and "\n" not in error

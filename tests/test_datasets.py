@@ -114,6 +114,29 @@ def test_kmnist_reads_idx_files(tmp_path: Path) -> None:
     _assert_split(splits.test_x, splits.test_y, test_x, test_y)
 
 
+@pytest.mark.parametrize(("folder", "cls"), [("MNIST", data.MNIST), ("FashionMNIST", data.FashionMNIST),
+                                             ("KMNIST", data.KMNIST)])
+def test_mnist_family_reads_the_official_gz_files_without_download(tmp_path: Path, folder: str, cls: type) -> None:
+    """Only the published `.gz` files (a copy of the downloads): used offline, no data.download=true."""
+    train_x, test_x = make_images(N_TRAIN, 1, 28, seed=23), make_images(N_TEST, 1, 28, seed=24)
+    train_y, test_y = _labels(N_TRAIN, 10, seed=25), _labels(N_TEST, 10, seed=26)
+    write_mnist_family(tmp_path, folder, train_x, train_y, test_x, test_y, gz=True)
+    assert sorted(p.suffix for p in (tmp_path / folder / "raw").iterdir()) == [".gz"] * 4
+
+    splits = cls(root=str(tmp_path), download=False).load()
+    _assert_split(splits.train_x, splits.train_y, train_x, train_y)
+    _assert_split(splits.test_x, splits.test_y, test_x, test_y)
+
+
+def test_a_corrupt_gz_file_is_one_line(tmp_path: Path) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip")
+    with pytest.raises(ConfigError, match=r"^data.root: cannot unpack train-images-idx3-ubyte.gz into ") as info:
+        data.MNIST(root=str(tmp_path)).load()
+    assert "\n" not in str(info.value) and not (raw / "train-images-idx3-ubyte").exists()
+
+
 # ---------------------------------------------------------------- real files: MNIST, Fashion-MNIST
 
 # Per-class counts of the real splits (train, test).

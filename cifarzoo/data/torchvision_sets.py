@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,21 +74,48 @@ class CIFAR100(TorchvisionDataset):
     tv_name = "CIFAR100"
 
 
-class MNIST(TorchvisionDataset):
+class MNISTFamily(TorchvisionDataset):
+    """The idx-format sets. Their official `.gz` files in `<root>/<Class>/raw/` are unpacked there
+    (torchvision's extraction, offline) when the unpacked files are missing, so a copy of the
+    downloads works without `data.download=true` (which would also check their checksums)."""
+
+    def _open(self, train: bool) -> Any:
+        if not self.download:
+            self._unpack_gz()
+        return super()._open(train)
+
+    def _unpack_gz(self) -> None:
+        from torchvision.datasets.utils import extract_archive
+
+        raw = Path(self.root) / self.tv_name / "raw"  # torchvision's raw_folder
+        for url, _md5 in self.tv_class.resources:
+            packed = raw / Path(url).name
+            if not packed.is_file() or packed.with_suffix("").exists():
+                continue
+            try:
+                extract_archive(packed, raw)
+            except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+                packed.with_suffix("").unlink(missing_ok=True)
+                reason = "the folder is not writable" if isinstance(error, PermissionError) else f"{type(error).__name__}: {error}"
+                raise ConfigError("data.root", f"cannot unpack {packed.name} into {raw} ({reason}); point data.root "
+                                  "at a writable copy", self.root) from None
+
+
+class MNIST(MNISTFamily):
     name, num_classes, channels, image_size = "MNIST", 10, 1, 28
     mean = (0.1307,)
     std = (0.3081,)
     tv_name = "MNIST"
 
 
-class FashionMNIST(TorchvisionDataset):
+class FashionMNIST(MNISTFamily):
     name, num_classes, channels, image_size = "Fashion-MNIST", 10, 1, 28
     mean = (0.2860,)
     std = (0.3530,)
     tv_name = "FashionMNIST"
 
 
-class KMNIST(TorchvisionDataset):
+class KMNIST(MNISTFamily):
     name, num_classes, channels, image_size = "KMNIST", 10, 1, 28
     mean = (0.1918,)
     std = (0.3483,)

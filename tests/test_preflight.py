@@ -1,0 +1,78 @@
+"""Pre-flight validation: a multirun (any launcher) or `sweeps run` with a job that would not start
+stops with one line per bad job before anything trains or is submitted; `+plan=true` reports it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import REPO_DIR, run_cli
+
+from cifarzoo.preflight import invalid_jobs, sweep_jobs
+from sweeps.cli import main as sweeps_main
+
+QUICK = ["data=fake", "train.device=cpu", "train.epochs=1", "data.train_size=128", "data.test_size=64"]
+BAD = "cifarzoo: error: job model.depth=21 "
+DEPTH_RULE = "model.depth: ResNet-preact with basic blocks needs depth = 6n+2, n >= 1 (got 21)"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "CIFARZOO_OUTPUTS": str(tmp_path / "outputs"),
+            "OMP_NUM_THREADS": "1"}
+
+
+def test_sweep_jobs_are_hydras_basic_sweep():
+    jobs = sweep_jobs(["model.depth=8,20", "seed=1,2", "data=fake"], {"optim.lr": "0.1,0.2"})
+    assert len(jobs) == 8
+    assert jobs[0] == ["optim.lr=0.1", "model.depth=8", "seed=1", "data=fake"]
+
+
+def test_invalid_jobs_names_each_bad_configuration_once():
+    from hydra import initialize_config_dir
+
+    jobs = sweep_jobs(["model.depth=8,21", "seed=1,2", "+experiment_typo=1", "data=fake"])
+    with initialize_config_dir(config_dir=str(REPO_DIR / "conf"), version_base="1.3"):
+        invalid = invalid_jobs(jobs)
+    assert [job for job, _ in invalid] == [["model.depth=8", "seed=1", "+experiment_typo=1", "data=fake"],
+                                           ["model.depth=21", "seed=1", "+experiment_typo=1", "data=fake"]]
+    assert all("\n" not in error for _, error in invalid)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=local_parallel"], ["hydra/launcher=slurm"]],
+                         ids=["local", "joblib", "slurm"])
+def test_multirun_with_a_bad_job_trains_and_submits_nothing(env, tmp_path, launcher):
+    """Today's failure: job 0 (depth 8) trains, then depth 21 fails and the rest is abandoned."""
+    result = run_cli(["-m", *launcher, "model.depth=8,21,14", *QUICK], env, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("cifarzoo: error:")]
+    assert len(lines) == 2 and lines[0].startswith(BAD) and lines[0].endswith(DEPTH_RULE), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "epoch 1/" not in result.stdout + result.stderr
+    assert not (tmp_path / "outputs").exists()  # no job dir, no .submitit folder
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_plan_reports_invalid_jobs(env, tmp_path):
+    result = run_cli(["-m", "model.depth=8,21", *QUICK, "+plan=true"], env, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    plans = [line for line in result.stdout.splitlines() if line.startswith("plan:")]
+    assert plans[0].startswith("plan: run    model.depth=8 ")
+    assert plans[1].startswith("plan: invalid model.depth=21 ") and plans[1].endswith(DEPTH_RULE)
+    assert "1 would run, 0 would resume, 0 would skip, 1 invalid" in result.stdout
+
+
+def test_sweeps_run_checks_the_study_first(tmp_path, capsys, monkeypatch):
+    """No run.py is started for a study with a bad job (with the extra overrides of the command)."""
+    import subprocess
+
+    started = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: started.append(a))
+    path = tmp_path / "s.yaml"
+    path.write_text("title: t\nsource: s\nexperiment: e\noverrides: [data=fake]\ngrids:\n  - ['model.depth=8,20']\n")
+    assert sweeps_main(["run", str(path), "model.depth=21", "hydra/launcher=slurm"]) == 2
+    err = capsys.readouterr().err
+    assert "sweeps: error: data=fake model.depth=8 model.depth=21 tracking.experiment=e: model.depth:" in err
+    assert "nothing was run" in err and started == []
