@@ -40,7 +40,7 @@ CASES = {
                                         "sched.t0=1"],
     "constant-linear_warmup": ["sched=constant", "sched.warmup=linear", "sched.warmup_epochs=1"],
     "multistep-exponential_warmup": ["sched=multistep", "sched.milestones=[1]", "sched.warmup=exponential",
-                                     "sched.warmup_epochs=1"],
+                                     "sched.warmup_epochs=1", "train.epochs=3"],  # the milestone inside the run
     "adam": ["optim=adam"],
     "adamw-channels_last": ["optim=adamw", "train.channels_last=true"],
     "amsgrad-no_wd_on_bn": ["optim=amsgrad", "optim.no_weight_decay_on_bn=true"],
