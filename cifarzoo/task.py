@@ -8,6 +8,7 @@ import math
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,7 +129,7 @@ def train(cfg: DictConfig, ctx: RunContext, ranks: Ranks = Ranks()) -> float:
 
 
 def _run(cfg: DictConfig, ctx: RunContext, ranks: Ranks, decision: Decision, run_dir: Path, main_dir: Path,
-         resolved: dict, chash: str, uri: str, record) -> float:
+         resolved: dict, chash: str, uri: str, record: Callable[..., None]) -> float:
     if ctx.output_dir != main_dir:  # torchrun: a rank's own Hydra dir (SLURM tasks share rank 0's)
         _remove_launcher_dir(ctx.output_dir)
     if decision.running_elsewhere and run_dir == ctx.output_dir:  # never write into a dir another process holds
