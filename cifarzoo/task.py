@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +21,8 @@ from cifarzoo.distributed import Ranks, RankZeroFailed, connect
 from cifarzoo.errors import ConfigError
 from cifarzoo.loop import Diverged, EpochCallback, Interrupted, Parts, Requeued, Trainer
 from cifarzoo.models import count_parameters
-from cifarzoo.paths import REPO_DIR, default_tracking_uri
+from cifarzoo.paths import default_tracking_uri
+from cifarzoo.provenance import provenance
 from cifarzoo.runlock import RunLock, RunLocked, describe, holder
 from cifarzoo.sweep import Decision, decide, write_outcome
 from cifarzoo.tracking import (OUTBOX_FILE, RUN_FILE, Tracker, TrackingLost, TrackingUnavailable, sqlite_path,
@@ -298,7 +298,7 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
             "output_dir": str(run_dir),
             "train_step": run.step.kind,
             "train_step_reason": run.step.reason,
-            **_git_commit(),
+            **provenance(run.device),
         },
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
     )
@@ -375,11 +375,3 @@ def _fit(trainer: Trainer, tracker: Tracker | _NoTracking, wait_s: float) -> flo
         tracker.log_final(final["train_time_s"], step=trainer.settings.epochs)
         tracker.finish(wait_s)
     return final["test_error"]
-
-
-def _git_commit() -> dict[str, str]:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return {"git_commit": out.stdout.strip()} if out.returncode == 0 else {}

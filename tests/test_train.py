@@ -202,3 +202,20 @@ def test_grad_clip_run_trains_and_records_the_key(make_run, client):
     cfg, ctx = make_run("model.depth=8", "train.epochs=1", "optim.grad_clip=1.0", "precision=amp_fp16")
     assert math.isfinite(train(cfg, ctx))
     assert only_run(client).data.params["optim.grad_clip"] == "1.0"
+
+
+def test_provenance_tags_say_where_and_with_what_the_run_trained(make_run, client, monkeypatch, one_thread):
+    import socket
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    monkeypatch.setenv("SLURMD_NODENAME", "node-a")
+    cfg, ctx = make_run("model.depth=8", "train.epochs=1", "train.device=auto")
+    train(cfg, ctx)
+    tags = only_run(client).data.tags
+    assert tags["device"].split(":")[0] in ("cpu", "cuda") and tags["device_name"]  # resolved, not "auto"
+    assert tags["torch"] == torch.__version__ and tags["cuda"] == (torch.version.cuda or "none")
+    assert tags["hostname"] == socket.gethostname() and tags["python"].count(".") == 2
+    assert (tags["slurm_job_id"], tags["slurm_array_task_id"], tags["slurm_node"]) == ("4242", "7", "node-a")
+    assert "slurm_array_job_id" not in tags
+    assert tags.get("git_dirty", "false") in ("true", "false")  # absent only outside a git checkout
