@@ -19,7 +19,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from cifarzoo import checkpoint, runlock
-from cifarzoo.tracking import RUN_FILE
+from cifarzoo.tracking import RUN_FILE, recorded_run
 
 log = logging.getLogger("cifarzoo")
 
@@ -77,10 +77,7 @@ def decide(client: MlflowClient, experiment: str, config_hash: str, seed: int, r
 def vouches_for(directory: Path, run_id: str) -> bool:
     """Whether `directory` is the output dir of MLflow run `run_id`, by its own record (an
     `output_dir` tag alone is anyone's to set on a tracking server)."""
-    try:
-        return json.loads((directory / RUN_FILE).read_text()).get("run_id") == run_id
-    except (OSError, ValueError, AttributeError):
-        return False
+    return recorded_run(directory).get("run_id") == run_id
 
 
 def write_outcome(job_dir: Path, outcome: str, detail: str = "") -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -25,8 +24,8 @@ from cifarzoo.paths import default_tracking_uri
 from cifarzoo.provenance import provenance
 from cifarzoo.runlock import RunLock, RunLocked, describe, holder
 from cifarzoo.sweep import Decision, decide, write_outcome
-from cifarzoo.tracking import (OUTBOX_FILE, RUN_FILE, Tracker, TrackingLost, TrackingUnavailable, sqlite_path,
-                               wait_reachable)
+from cifarzoo.tracking import (OUTBOX_FILE, RUN_FILE, Tracker, TrackingLost, TrackingUnavailable, recorded_run,
+                               sqlite_path, wait_reachable)
 
 log = logging.getLogger("cifarzoo")
 
@@ -211,11 +210,8 @@ def _start_over(run_dir: Path, uri: str) -> None:
 
 def _recorded_run_id(run_dir: Path, uri: str) -> str | None:
     """The MLflow run that `run_dir/mlflow_run.json` names in the store at `uri`, if any."""
-    try:
-        record = json.loads((run_dir / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return record.get("run_id") if isinstance(record, dict) and record.get("tracking_uri") == uri else None
+    record = recorded_run(run_dir)
+    return record.get("run_id") if record.get("tracking_uri") == uri else None
 
 
 def _remove_launcher_dir(path: Path) -> None:

@@ -364,6 +364,16 @@ def best_so_far(history: list[Metric]) -> tuple[float, int] | None:
     return min(finite) if finite else None
 
 
+def recorded_run(directory: Path) -> dict[str, Any]:
+    """What `directory/mlflow_run.json` records (run_id, tracking_uri, experiment_id); {} when the
+    file is missing or unreadable."""
+    try:
+        record = json.loads((directory / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def _previous_run(client: MlflowClient, run_file: Path, uri: str, experiment_id: str) -> Any:
     if not run_file.exists():
         return None
