@@ -50,13 +50,16 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cifarzoo.errors import ConfigError, is_int, is_number, require
+
+if TYPE_CHECKING:
+    from cifarzoo.build import BuiltRun
 
 BETA = 0.98  # fastai's smoothing of the recorded loss
 DIVERGE_FACTOR = 4.0  # fastai's stop rule: smoothed loss > 4 x the best so far
@@ -117,7 +120,8 @@ class Smoother:
         return self.average / (1 - self.beta**self.count)
 
 
-def run_range_test(cfg: DictConfig, start: float, end: float, steps: int, graph_on_cpu: bool = False) -> tuple[RangeTest, object]:
+def run_range_test(cfg: DictConfig, start: float, end: float, steps: int,
+                   graph_on_cpu: bool = False) -> tuple[RangeTest, BuiltRun]:
     """Train the config's fresh model for up to `steps` steps at an exponentially growing LR with the
     run's own training step; returns the record and the built run (`cifarzoo.build.BuiltRun`)."""
     from cifarzoo.build import build_run, make_step
@@ -183,9 +187,9 @@ def plot(record: RangeTest, suggestion: Suggestion, out: Path, title: str) -> Pa
                label=f"min loss / 10: {suggestion.min_loss_lr:.3g}")
     if record.diverged_at is not None:
         ax.axvline(lrs[-1], color="0.5", linestyle=":", linewidth=0.8, label="stopped: diverged")
-    finite = smoothed[np.isfinite(smoothed)]
-    low, high = float(finite.min()), float(finite.max())
-    high = min(high, DIVERGE_FACTOR * low)  # the divergent tail would squash the curve
+    finite, raw = smoothed[np.isfinite(smoothed)], np.asarray(record.losses)
+    high = min(float(finite.max()), DIVERGE_FACTOR * float(finite.min()))  # the divergent tail would squash the curve
+    low = min(float(finite.min()), float(raw[np.isfinite(raw)].min()))
     pad = 0.05 * (high - low) or 0.05 * abs(low) or 0.05
     ax.set_ylim(low - pad, high + pad)
     ax.set_xscale("log")
@@ -199,7 +203,7 @@ def plot(record: RangeTest, suggestion: Suggestion, out: Path, title: str) -> Pa
 
 
 def log_run(cfg: DictConfig, choices: dict[str, str], overrides: Sequence[str], record: RangeTest,
-            suggestion: Suggestion, figure: Path, run: object) -> str:
+            suggestion: Suggestion, figure: Path, run: BuiltRun) -> str:
     """The range test as its own MLflow run (tag kind=lr_find); returns its id."""
     from mlflow.entities import Metric, Param
 
