@@ -28,7 +28,7 @@ from cifarzoo.task import train
 TINY = ["data=fake", "data.num_train=128", "data.num_test=32", "model.depth=8", "model.base_channels=4",
         "train.batch_size=32", "train.device=cpu", "tracking.experiment=test"]
 PER_EPOCH = 4
-START, END, STEPS = 1e-5, 1e4, 40  # the loss diverges long before 1e4, several epochs in
+START, END, STEPS = 1e-3, 1e4, 20  # the loss diverges long before 1e4, several epochs in
 
 
 @dataclass
