@@ -60,7 +60,8 @@ def load_runs(
     where: Iterable[str] | dict[str, str] = (),
     progress: bool = False,
 ) -> pd.DataFrame:
-    """All active runs of the experiments (names or globs), filtered by `where` on params."""
+    """All active training runs of the experiments (names or globs), filtered by `where` on params
+    (LR range tests, tag `kind=lr_find`, are left out)."""
     if tracking_uri is None:
         from cifarzoo.paths import default_tracking_uri
 
@@ -80,6 +81,9 @@ def load_runs(
         if not token:
             break
     df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=_BASE)
+    if "tags.kind" in df.columns:  # `python -m cifarzoo.lr_find` runs are no training runs
+        df = df[df["tags.kind"] != "lr_find"]
+        df = df[[c for c in df.columns if c in _BASE or df[c].notna().any()]]  # without their own columns
     first = [c for c in _BASE if c in df.columns]
     rest = sorted(c for c in df.columns if c not in _BASE)
     df = df[first + rest]
