@@ -77,9 +77,11 @@ def aggregate(
     Configurations are told apart by `rows` (param keys), or by default by the params that
     vary (`varying_keys`), plus `include`. Columns: the keys (raw param values, "" when a run
     lacks the param), `label` (the seeds' model name), `runs`, the metric aggregated by `agg`
-    and its `_std` / `_min` / `_max`, `train_time_s` (median) and `run_ids`. `attrs` hold the
-    keys, the keys shown as columns (`columns`: those the label does not already say), `agg`,
-    `metric`, `runs_per_row` and the runs left out (`excluded`, `excluded_runs`)."""
+    and its `_std` / `_min` / `_max`, `train_time_s` (median), `run_ids` and `params` (the first
+    run's params, for labels of other groupings such as a plot's lines). `attrs` hold the keys,
+    the keys shown as columns (`columns`: those the label does not already say), `agg`, `metric`,
+    `runs_per_row`, the runs left out (`excluded`, `excluded_runs`) and where the runs come from
+    (`experiments`, `datasets`: the `data` choices)."""
     if agg not in AGGS:
         raise AnalysisError(f"--agg: must be one of {', '.join(AGGS)} (got {agg!r})")
     done = runs[completed(runs, metric)] if not runs.empty else runs
@@ -122,12 +124,13 @@ def aggregate(
                 f"{metric}_max": float(errors.max()),
                 "train_time_s": float(np.median(times)) if len(times) else float("nan"),
                 "run_ids": list(picked["run_id"]),
+                "params": {param_name(k): v for k, v in members.iloc[0].items()},
             })
             records.append(record)
             coverage.append(covered or set())
     order = sorted(range(len(records)), key=lambda i: [natural_key(records[i][k]) for k in keys])
     configs = pd.DataFrame([records[i] for i in order], columns=[
-        *keys, "label", "runs", metric, f"{metric}_std", f"{metric}_min", f"{metric}_max", "train_time_s", "run_ids"])
+        *keys, "label", "runs", metric, f"{metric}_std", f"{metric}_min", f"{metric}_max", "train_time_s", "run_ids", "params"])
     configs.attrs.update({
         "keys": keys,
         "columns": [k for k in keys if not _covered(k, configs, [coverage[i] for i in order])],
@@ -136,8 +139,14 @@ def aggregate(
         "runs_per_row": typical_runs(list(configs["runs"])),
         "excluded": excluded_summary(runs, metric) if not runs.empty else "",
         "excluded_runs": excluded_records(runs, metric) if not runs.empty else [],
+        "experiments": _distinct(done, "experiment"),
+        "datasets": _distinct(done, "params.data"),
     })
     return configs
+
+
+def _distinct(runs: pd.DataFrame, column: str) -> list[str]:
+    return sorted({str(v) for v in runs[column].dropna()}, key=natural_key) if column in runs.columns else []
 
 
 def _column(key: str) -> str:

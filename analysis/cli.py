@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -36,7 +37,8 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tracking-uri", default=None,
                        help="MLflow store (default: the training default, $MLFLOW_TRACKING_URI or outputs/mlflow.db)")
     group.add_argument("--experiment", action="append", default=None, metavar="NAME",
-                       help="experiment name or glob, repeatable (default: default)")
+                       help="experiment name or glob, repeatable (default: the training default, "
+                            "conf/config.yaml's tracking.experiment)")
     group.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                        help="keep runs whose param KEY equals VALUE (numbers compare as numbers; globs allowed), "
                             "repeatable")
@@ -47,6 +49,11 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--agg", choices=AGGS, default="median", help="over the runs of a configuration "
                        "(default: median; mean_std shows 4.03 ± 0.12)")
     group.add_argument("--metric", default="test_error", help="last-epoch metric to aggregate (default: test_error)")
+
+
+def _wrap(text: str) -> str:
+    """A description for RawDescriptionHelpFormatter (which keeps the examples' line breaks)."""
+    return textwrap.fill(text, 88)
 
 
 def build_parser() -> Parser:
@@ -63,17 +70,41 @@ def build_parser() -> Parser:
     table.add_argument("--out", metavar="FILE", help="write here instead of stdout")
 
     plot = commands.add_parser("plot", help="learning curves, a metric vs a param, or a pivot heatmap",
-                               description="curves: metric vs epoch per configuration (median, min-max band); "
-                                           "param: aggregated metric vs --x, one line per other configuration; "
-                                           "heatmap: --pivot ROWKEY COLKEY grid.")
-    plot.add_argument("kind", choices=("curves", "param", "heatmap"))
-    _selection(plot)
-    plot.add_argument("--x", metavar="KEY", help="param: the x axis param (e.g. train.batch_size)")
-    plot.add_argument("--by", action="append", default=[], metavar="KEY",
-                      help="param: also separate lines by KEY (lines already split by every other varying key)")
-    plot.add_argument("--pivot", nargs=2, metavar=("ROWKEY", "COLKEY"), help="heatmap: rows x columns")
-    plot.add_argument("--title", help="figure title (default: says what is plotted)")
-    plot.add_argument("--out", metavar="FILE.png|.svg|.pdf", help="default: <kind>.png")
+                               description="Figures from the runs (PNG, SVG or PDF); "
+                                           "`python -m analysis plot KIND --help` for each kind's options.")
+    kinds = plot.add_subparsers(dest="kind", required=True, metavar="{curves,param,heatmap}", parser_class=Parser)
+    curves = kinds.add_parser(
+        "curves", help="metric vs epoch per configuration", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrap("The metric's per-epoch history, one line per configuration: the median over its runs, "
+                    "with a faint min-max band (by default only up to 3 configurations: with more, bands "
+                    "hide each other)."),
+        epilog="example:\n  python -m analysis plot curves --experiment demo --out curves.png")
+    curves.add_argument("--bands", action=argparse.BooleanOptionalAction, default=None,
+                        help="draw the min-max bands over each configuration's runs (default: with at most 3 "
+                             "configurations)")
+    param = kinds.add_parser(
+        "param", help="aggregated metric vs one param", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrap("The aggregated last-epoch metric against --x, one line per combination of the other "
+                    "varying keys, labelled by what stays the same along it; bars span min-max over the runs."),
+        epilog="example:\n  python -m analysis plot param --experiment lr-study --x train.batch_size "
+               "--out error_vs_batch.svg")
+    param.add_argument("--x", metavar="KEY", help="the x axis param, one that varies (e.g. train.batch_size)")
+    param.add_argument("--by", action="append", default=[], metavar="KEY",
+                       help="also separate lines by KEY (lines already split by every other varying key)")
+    heatmap = kinds.add_parser(
+        "heatmap", help="pivot grid of the aggregated metric", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_wrap("One heatmap per combination of the other varying keys, cells = aggregated metric."),
+        epilog="example:\n  python -m analysis plot heatmap --experiment lr-study --pivot train.batch_size optim.lr "
+               "--out grid.png")
+    heatmap.add_argument("--pivot", nargs=2, metavar=("ROWKEY", "COLKEY"), help="rows x columns")
+    for kind in (curves, param, heatmap):
+        _selection(kind)
+        kind.add_argument("--title", help="the figure's title (default: says what is plotted); the dataset and "
+                                          "experiment follow it")
+        kind.add_argument("--out", metavar="FILE.png|.svg|.pdf", help=f"default: {kind.prog.split()[-1]}.png")
+    curves.set_defaults(x=None, by=[], pivot=None)
+    param.set_defaults(bands=None, pivot=None)
+    heatmap.set_defaults(bands=None, x=None, by=[])
     return parser
 
 
@@ -105,7 +136,7 @@ def run(args: argparse.Namespace) -> None:
     from cifarzoo.paths import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri()
-    runs = load_runs(uri, args.experiment or ["default"], args.where, progress=True)
+    runs = load_runs(uri, args.experiment, args.where, progress=True)
     if runs.empty:
         raise AnalysisError(f"no runs in experiment(s) {', '.join(runs.attrs['experiments'])} at {uri}", status=1)
     if f"metrics.{args.metric}" not in runs.columns:
@@ -144,7 +175,7 @@ def run(args: argparse.Namespace) -> None:
     if args.kind == "curves":
         run_ids = [r for ids in configs["run_ids"] for r in ids]
         history = plots.fetch_histories(uri, run_ids, args.metric)
-        plots.plot_curves(configs, history, out, title=args.title)
+        plots.plot_curves(configs, history, out, title=args.title, bands=args.bands)
     elif args.kind == "param":
         plots.plot_param(configs, axes[0], out, title=args.title)
     else:

@@ -360,6 +360,21 @@ def label(params: Params) -> tuple[str, set[str]]:
     return (f"{model}, {aug}" if aug else model), model_keys | aug_keys
 
 
+def label_without(params: Params, key: str) -> str:
+    """The label of what stays the same while `key` varies (a plot's line over `key`): "ResNet-preact"
+    over depths 8 and 14, "ResNet-preact-20, Cutout" over Cutout sizes. A label that cannot leave
+    the value out ("WRN-?-10") shows it as `x`, the plot's axis: "WRN-x-10"."""
+    if key == "model":
+        return aug_label(params)[0]
+    if key == "aug":
+        return model_label(params)[0]
+    rest = {k: v for k, v in params.items() if k != key}
+    text = label(rest)[0]
+    if "?" in text and "?" not in label(params)[0]:
+        text = label({**rest, key: "x"})[0]
+    return text
+
+
 def format_duration(seconds: float | None) -> str:
     """Training time as in the seeds: `45s`, `38m`, `3h06m`."""
     if seconds is None or not math.isfinite(seconds):

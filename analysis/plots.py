@@ -17,7 +17,7 @@ import pandas as pd
 from analysis.aggregate import Grid
 from analysis.errors import AnalysisError
 from analysis.formats import grid_title, metric_header, pivot_runs
-from analysis.labels import display_value, header, metric_axis, metric_name
+from analysis.labels import display_value, header, label_without, metric_axis, metric_name
 from analysis.runs import natural_key, open_client
 
 EXTENSIONS = (".png", ".svg", ".pdf")
@@ -65,14 +65,40 @@ def fetch_histories(
     return pd.DataFrame(rows, columns=["run_id", "step", "value"])
 
 
-def config_name(config: pd.Series, shown: Sequence[str], runs: bool = True, label: bool = True) -> str:
-    """Legend entry: "ResNet-preact-20, Batch size 128, Initial LR 0.1 (3 runs)"."""
-    parts = [config["label"] if label else "", *(f"{header(k)} {display_value(k, config[k])}" for k in shown)]
+# Okabe & Ito's palette (colour-blind safe: no red-green pair), darkest first; yellow last, it is
+# faint on white. Beyond 8 lines the colours repeat with another line style.
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#000000", "#F0E442")
+LINE_STYLES = ("-", "--", ":", "-.")
+HEATMAP_CMAP = "cividis"  # perceptually uniform and colour-blind safe (blue = lower, yellow = higher)
+BAND_LIMIT = 3  # more configurations than this: min-max bands only when asked (`--bands`)
+
+
+def line_style(index: int) -> dict[str, str]:
+    """The index-th line's colour (Okabe-Ito) and line style."""
+    return {"color": OKABE_ITO[index % len(OKABE_ITO)],
+            "linestyle": LINE_STYLES[index // len(OKABE_ITO) % len(LINE_STYLES)]}
+
+
+def config_name(config: pd.Series, shown: Sequence[str], runs: bool = True, label: str | None = None) -> str:
+    """Legend entry: "ResNet-preact-20, Batch size 128, Initial LR 0.1 (3 runs)" (`label`: instead
+    of the configuration's own; "" for none)."""
+    parts = [config["label"] if label is None else label,
+             *(f"{header(k)} {display_value(k, config[k])}" for k in shown)]
     text = ", ".join(p for p in parts if p)
     if runs:
         count = int(config["runs"])
         text += f" ({count} run{'s' if count != 1 else ''})"
     return text
+
+
+def context(configs: pd.DataFrame) -> str:
+    """What the figure shows data of: "CIFAR-10 · experiment lr-study"."""
+    datasets = [display_value("data", d) for d in configs.attrs.get("datasets", [])]
+    experiments = configs.attrs.get("experiments", [])
+    parts = [", ".join(datasets) or "dataset not logged"]
+    if experiments:
+        parts.append(f"experiment{'s' if len(experiments) > 1 else ''} {', '.join(experiments)}")
+    return " · ".join(parts)
 
 
 def _figure(width: float = 7.0, height: float = 4.5):  # noqa: ANN202
@@ -81,9 +107,9 @@ def _figure(width: float = 7.0, height: float = 4.5):  # noqa: ANN202
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def _common_label(configs: pd.DataFrame) -> str:
-    """The model label when every configuration has the same: said once, in the title."""
-    found = set(configs["label"])
+def _common(names: Sequence[str]) -> str:
+    """The label every line has: said once, in the title."""
+    found = set(names)
     return found.pop() if len(found) == 1 else ""
 
 
@@ -94,36 +120,48 @@ def _legend(ax, count: int) -> None:  # noqa: ANN001
         ax.legend(fontsize="small")
 
 
+def _title(ax, configs: pd.DataFrame, default: str, title: str | None, note: str) -> None:  # noqa: ANN001
+    """The user's title or the default, then the data's context and how to read the figure."""
+    ax.set_title(f"{title or default}\n{context(configs)} ({note})", fontsize="medium")
+
+
 def plot_curves(
-    configs: pd.DataFrame, history: pd.DataFrame, out: str | Path | None = None, title: str | None = None
+    configs: pd.DataFrame, history: pd.DataFrame, out: str | Path | None = None, title: str | None = None,
+    bands: bool | None = None,
 ):  # noqa: ANN201
-    """Metric vs epoch: the median over each configuration's runs, band = min-max."""
+    """Metric vs epoch: the median over each configuration's runs; min-max bands (faint) by
+    default for up to `BAND_LIMIT` configurations, else only when `bands` is True."""
     metric = configs.attrs["metric"]
     shown = configs.attrs["columns"]
+    many = len(configs) > BAND_LIMIT
+    bands = not many if bands is None else bands
     fig = _figure()
     ax = fig.add_subplot()
     by_run = history.pivot_table(index="step", columns="run_id", values="value", aggfunc="last")
-    common = _common_label(configs)
+    common = _common(list(configs["label"]))
+    lines = 0
     for _, config in configs.iterrows():
         ids = [r for r in config["run_ids"] if r in by_run.columns]
         if not ids:
             continue
         curves = by_run[ids].dropna(how="all")
         epochs = curves.index.to_numpy()
-        (line,) = ax.plot(epochs, curves.median(axis=1), label=config_name(config, shown, label=not common),
-                        linewidth=1.5)
-        if len(ids) > 1:
-            ax.fill_between(epochs, curves.min(axis=1), curves.max(axis=1), color=line.get_color(), alpha=0.2,
-                            linewidth=0)
+        style = line_style(lines)
+        ax.plot(epochs, curves.median(axis=1), label=config_name(config, shown, label="" if common else None),
+                linewidth=1.5, **style)
+        if bands and len(ids) > 1:
+            ax.fill_between(epochs, curves.min(axis=1), curves.max(axis=1), color=style["color"],
+                            alpha=0.1 if many else 0.2, linewidth=0)
+        lines += 1
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("Epoch")
     ax.set_ylabel(metric_axis(metric))
-    subject = f" — {common}" if common else ""
-    ax.set_title(title or f"{metric_name(metric)} by epoch{subject}\n(line: median over runs, band: min–max)")
+    note = "line: median over runs, band: min–max" if bands else "line: median over runs"
+    _title(ax, configs, f"{metric_name(metric)} by epoch{' — ' + common if common else ''}", title, note)
     ax.grid(True, alpha=0.3)
-    _legend(ax, len(configs))
+    _legend(ax, lines)
     if out is not None:
         save(fig, out)
     return fig
@@ -136,32 +174,44 @@ def _numeric(values: Sequence[str]) -> list[float] | None:
         return None
 
 
+def check_varies(configs: pd.DataFrame, x_key: str) -> None:
+    """`--x` must take several values among the configurations to be an axis."""
+    if x_key not in configs.attrs["keys"]:
+        raise AnalysisError(f"--x: {x_key!r} is not a key of the configurations ({', '.join(configs.attrs['keys'])})")
+    values = sorted(set(configs[x_key]), key=natural_key)
+    if len(values) < 2:
+        varying = [k for k in configs.attrs["keys"] if configs[k].nunique() > 1]
+        raise AnalysisError(f"--x: {x_key} does not vary among the selected runs (its values: "
+                            f"{', '.join(display_value(x_key, v) for v in values) or 'none'}; keys that vary: "
+                            f"{', '.join(varying) or 'none'})")
+
+
 def plot_param(
     configs: pd.DataFrame, x_key: str, out: str | Path | None = None, title: str | None = None
 ):  # noqa: ANN201
-    """The aggregated metric against one param, one line per combination of the other keys;
-    error bars span min-max over the runs."""
+    """The aggregated metric against one param, one line per combination of the other keys,
+    labelled by what stays the same along it; error bars span min-max over the runs."""
+    check_varies(configs, x_key)
     metric, agg = configs.attrs["metric"], configs.attrs["agg"]
-    if x_key not in configs.attrs["keys"]:
-        raise AnalysisError(f"--x: {x_key!r} is not a key of the configurations ({', '.join(configs.attrs['keys'])})")
     others = [k for k in configs.attrs["keys"] if k != x_key]
     shown = [k for k in others if k in configs.attrs["columns"]]
     xs_all = sorted(set(configs[x_key]), key=natural_key)
     numbers = _numeric(xs_all)
-    common = _common_label(configs)
+    groups = configs.groupby(others, sort=False) if others else [((), configs)]
+    ordered = [members.iloc[sorted(range(len(members)), key=lambda i: natural_key(members[x_key].iloc[i]))]
+               for _, members in groups]
+    names = [" / ".join(sorted({label_without(p, x_key) for p in members["params"]})) for members in ordered]
+    common = _common(names)
     fig = _figure()
     ax = fig.add_subplot()
-    groups = configs.groupby(others, sort=False) if others else [((), configs)]
     lines = 0
-    for _, members in groups:
-        members = members.iloc[sorted(range(len(members)), key=lambda i: natural_key(members[x_key].iloc[i]))]
+    for index, (members, name) in enumerate(zip(ordered, names)):
         xs = [float(v) for v in members[x_key]] if numbers else [xs_all.index(v) for v in members[x_key]]
         ys = members[metric].to_numpy()
         err = np.vstack([ys - members[f"{metric}_min"].to_numpy(), members[f"{metric}_max"].to_numpy() - ys])
-        first = members.iloc[0]
-        name = config_name(first, shown, runs=False, label=not common) or None
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, linewidth=1.5, label=name)
-        lines += name is not None
+        text = config_name(members.iloc[0], shown, runs=False, label="" if common else name) or None
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, linewidth=1.5, label=text, **line_style(index))
+        lines += text is not None
     if numbers:
         positive = [v for v in numbers if v > 0]
         if len(positive) == len(numbers) and max(numbers) / min(numbers) >= 8:
@@ -173,8 +223,8 @@ def plot_param(
         ax.set_xticks(range(len(xs_all)), [display_value(x_key, v) for v in xs_all])
     ax.set_xlabel(header(x_key))
     ax.set_ylabel(f"{metric_axis(metric)}, {_AGG_WORDS[agg]} over runs")
-    ax.set_title(title or f"{metric_name(metric)} vs {header(x_key)}{' — ' + common if common else ''}"
-                 f"\n(bars: min–max over runs)")
+    _title(ax, configs, f"{metric_name(metric)} vs {header(x_key)}{' — ' + common if common else ''}", title,
+           "bars: min–max over runs")
     ax.grid(True, alpha=0.3)
     _legend(ax, lines)
     if out is not None:
@@ -186,7 +236,7 @@ def plot_heatmap(
     configs: pd.DataFrame, grids: Sequence[Grid], row_key: str, col_key: str, out: str | Path | None = None,
     title: str | None = None, digits: int = 2,
 ):  # noqa: ANN201
-    """One heatmap per pivot grid, cells annotated with the aggregated metric (green = lower)."""
+    """One heatmap per pivot grid, cells annotated with the aggregated metric (cividis: darker = lower)."""
     metric = configs.attrs["metric"]
     typical = pivot_runs(grids)
     matrices = [
@@ -204,7 +254,7 @@ def plot_heatmap(
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     image = None
     for ax, grid, matrix in zip(axes, grids, matrices):
-        image = ax.imshow(matrix, cmap="RdYlGn_r", vmin=vmin, vmax=vmax, aspect="auto")
+        image = ax.imshow(matrix, cmap=HEATMAP_CMAP, vmin=vmin, vmax=vmax, aspect="auto")
         colors = image.to_rgba(np.nan_to_num(matrix, nan=vmin))
         for i, rv in enumerate(grid.row_values):
             for j, cv in enumerate(grid.col_values):
@@ -223,7 +273,7 @@ def plot_heatmap(
             ax.set_title(grid_title(grid, configs, typical).split(" — ", 1)[-1], fontsize="medium")
     for ax in axes[len(grids):]:
         ax.set_visible(False)
-    fig.suptitle(title or metric_header(metric, configs.attrs["agg"], typical))
+    fig.suptitle(f"{title or metric_header(metric, configs.attrs['agg'], typical)}\n{context(configs)}")
     if image is not None:
         fig.colorbar(image, ax=list(axes[: len(grids)]), label=metric_axis(metric), shrink=0.9)
     if out is not None:

@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
 def _table(args: argparse.Namespace) -> int:
     from analysis.cli import write_output
     from sweeps.report import reproduction
-    from sweeps.table import render
+    from sweeps.table import footer, render, summary
 
     study = load(args.study)
     options, overrides = _table_options(args.options)
@@ -134,6 +134,8 @@ def _table(args: argparse.Namespace) -> int:
     with _store_errors():
         rep = reproduction(study, where["uri"], where["experiment"], overrides, options.agg, options.metric)
     write_output(render(rep, options.format, options.digits), options.out, "sweeps")
+    if options.format in ("csv", "latex"):  # the file stays a table; what it is made of goes to stderr
+        print("\n".join([summary(rep), *footer(rep)]), file=sys.stderr)
     return 0
 
 
@@ -184,7 +186,7 @@ def _table_options(words: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def _tracking(overrides: list[str]) -> dict[str, str | None]:
     from cifarzoo.paths import default_tracking_uri
 
-    given = {o.split("=", 1)[0]: o.split("=", 1)[1] for o in overrides if o.startswith("tracking.")}
+    given = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("tracking.")}
     return {"uri": given.get("tracking.uri") or default_tracking_uri(), "experiment": given.get("tracking.experiment")}
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from analysis.aggregate import aggregate, key_rank
 from analysis.formats import csv_text, latex, markdown, metric_header
 from analysis.labels import display_value, format_duration, header, label, metric_name
-from sweeps.published import NOT_ROW_KEYS, Row, mismatches, parse, published_rows
+from sweeps.published import NOT_ROW_KEYS, Row, mismatches, normal, parse, published_rows
 from sweeps.study import Study
 
 MNIST_LIKE = {"mnist", "fashion_mnist", "kmnist"}
@@ -68,6 +68,7 @@ class Reproduction:
     unmatched: int = 0  # runs of the experiment that belong to no row
     experiment_found: bool = True
     experiment: str = ""  # where the runs came from (the study's unless tracking.experiment= says)
+    shared: list[str] = field(default_factory=list)  # overrides read off another experiment's runs
 
     @property
     def counts(self) -> Counter:
@@ -87,10 +88,16 @@ def tolerance_of(study: Study, settings: dict[str, Any]) -> float:
 def reproduce(study: Study, runs: pd.DataFrame | None, extra: list[str] = (), agg: str = "median",
               metric: str | None = None, experiment_found: bool = True, experiment: str | None = None) -> Reproduction:
     """The study's table from the runs of its experiment (`None` or empty: nothing run yet). `extra`:
-    overrides given after the study name, which replace the rows' own as they did for `sweeps run`."""
+    overrides given after the study name, which replace the rows' own as they did for `sweeps run`.
+    Runs of another experiment (`experiment`, e.g. a smoke run's) are read with the overrides they
+    all share and no row has (`shared_overrides`) as if those were given too."""
     metric = metric or study.metric
     rows = published_rows(study)
     changes = dict(parse(o) for o in extra if o.split("=", 1)[0].lstrip("+~") not in NOT_ROW_KEYS)
+    shared: dict[str, str] = {}
+    if experiment not in (None, study.experiment) and runs is not None and not runs.empty:
+        shared = shared_overrides([{**row.settings, **changes} for row in rows], runs, set(changes))
+        changes.update({k: normal(v) for k, v in shared.items()})
     settings = [{**row.settings, **changes} for row in rows]
     shown = [_display(s) for s in settings]
     lines = [Line(row, label(params)[0], tolerance_of(study, s)) for row, s, params in zip(rows, settings, shown)]
@@ -109,7 +116,22 @@ def reproduce(study: Study, runs: pd.DataFrame | None, extra: list[str] = (), ag
                 line.train_time_s = float(config["train_time_s"])
                 line.label = str(config["label"])  # from the runs' full params
     return Reproduction(study, lines, metric, agg, _columns(shown), excluded, unmatched, experiment_found,
-                        experiment or study.experiment)
+                        experiment or study.experiment, [f"{k}={v}" for k, v in shared.items()])
+
+
+def shared_overrides(settings: list[dict[str, Any]], runs: pd.DataFrame, given: set[str]) -> dict[str, str]:
+    """Key -> logged value for the keys every row sets whose value is the same in every run and in
+    no row (a smoke run's `train.epochs=1`), except the keys `given`. A key only some rows set is
+    left alone: runs of the other rows log its default."""
+    shared = {}
+    for key in sorted(set.intersection(*(set(s) for s in settings)) - given if settings else ()):
+        column = f"params.{key}"
+        if column not in runs.columns or runs[column].isna().any():
+            continue
+        values = {normal(v) for v in runs[column]}
+        if len(values) == 1 and all(s[key] != next(iter(values)) for s in settings):
+            shared[key] = str(runs[column].iloc[0])
+    return shared
 
 
 def _owner(run: pd.Series, settings: list[dict[str, Any]]) -> int:
@@ -197,6 +219,8 @@ def summary(rep: Reproduction) -> str:
     tolerances = sorted({line.tolerance for line in rep.lines})
     parts.append("tolerance " + "/".join(f"{t:g}" for t in tolerances) + " pp")
     parts.append(f"metric {rep.metric}")
+    if rep.experiment != rep.study.experiment:
+        parts.append(f"runs of experiment {rep.experiment}")
     return "; ".join(parts)
 
 
@@ -204,6 +228,9 @@ def footer(rep: Reproduction) -> list[str]:
     notes = [f"n/a ({line.label}): {line.row.reason}" for line in rep.lines if line.row.error is None]
     if not rep.experiment_found:
         notes.append(f"no runs yet: experiment {rep.experiment!r} is not in the store")
+    if rep.shared:
+        notes.append(f"every run of experiment {rep.experiment!r} has {' '.join(rep.shared)}, which no row of the "
+                     "study has: read as if given after the study's name")
     if rep.unmatched:
         count, verb = ("1 run", "matches") if rep.unmatched == 1 else (f"{rep.unmatched} runs", "match")
         notes.append(f"{count} of experiment {rep.experiment!r} {verb} no row of the study (other overrides)")
@@ -241,7 +268,7 @@ def to_json(rep: Reproduction) -> dict[str, Any]:
     counts = rep.counts
     return {
         "study": rep.study.name, "title": rep.study.title, "source": rep.study.source,
-        "experiment": rep.experiment, "metric": rep.metric, "agg": rep.agg,
+        "experiment": rep.experiment, "shared_overrides": rep.shared, "metric": rep.metric, "agg": rep.agg,
         "summary": {"rows": len(rep.lines), "rows_run": rep.run_rows, **{v: counts[v] for v in VERDICTS}},
         "rows": [{
             "model": line.label, "overrides": list(line.row.overrides), "selector": line.row.selector,

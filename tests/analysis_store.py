@@ -140,6 +140,9 @@ def build(path: Path) -> Store:
       multistep bs128 lr0.1: 5 seeds, 8.2 8.4 8.3 8.1 8.6, times 11160 s each (3h06m)
     zoo: one run per model (WRN-28-10: 3, 2 of them at 4 epochs and one at 6 epochs), a FAILED
       run with an exception's text and a KILLED one.
+    resnet-depths (ResNet-preact depth x augmentation, 2 seeds each):
+      standard: depth 8 10.0 10.4, depth 14 9.0 9.2, depth 20 8.0 8.2
+      cutout:   depth 8  9.0  9.4, depth 14 8.0 8.2, depth 20 7.0 7.2
     """
     uri = f"sqlite:///{path}"
     store = Store(uri, MlflowClient(tracking_uri=uri))
@@ -172,4 +175,9 @@ def build(path: Path) -> Store:
     store.log("wrn-oom", zoo, params_for(model="wrn", seed="4"), [50.0], status="FAILED",
               failure_reason="RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\nTraceback ...")
     store.log("wrn-killed", zoo, params_for(model="wrn", seed="5"), [50.0, 40.0], status="KILLED")
+    for depth, base in [("8", 10.0), ("14", 9.0), ("20", 8.0)]:
+        for aug, gain in [("standard", 0.0), ("cutout", 1.0)]:
+            for seed, spread in [(1, 0.0), (2, 0.2 if depth != "8" else 0.4)]:
+                store.log(f"depth{depth}-{aug}", "resnet-depths",
+                          params_for(model__depth=depth, aug=aug, seed=str(seed)), curve(base - gain + spread), 600)
     return store

@@ -224,7 +224,7 @@ def test_out_file_and_default_tracking_uri(capsys, store, tmp_path, monkeypatch)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--experiment", "nope"], "--experiment: no experiment matches 'nope' (experiments: Default, lr-study, zoo)"),
+        (["--experiment", "nope"], "--experiment: no experiment matches 'nope' (experiments: Default, lr-study, resnet-depths, zoo)"),
         (["--experiment", "lr-study", "--where", "optim.lrr=0.1"],
          "--where: no selected run has a param 'optim.lrr'; did you mean optim.lr?"),
         (["--experiment", "lr-study", "--where", "model=wrm"], "--where model=wrm: no run has that value (values: "
@@ -422,3 +422,171 @@ def test_unknown_metric_and_tag_rows(capsys, store):
     code, out, _ = table(capsys, store, "--experiment", "*", "--rows", "tags.sweep", "--format", "csv")
     assert out.splitlines()[:2] == ["Model,Sweep,Test Error (median),Runs,Training Time (s)",
                                     "ResNet-preact-20,/outputs/multirun/lr-study,8.3,15,1500.0"]
+
+
+# Figures: read back from the returned matplotlib Figure -------------------------------------------
+
+def figure(store: Store, kind: str, *args: str):  # noqa: ANN201
+    """The Figure `python -m analysis plot KIND ...` draws (captured instead of written: rendering
+    is slow, and test_plots_are_written_as_png_and_svg writes files)."""
+    from analysis import plots
+
+    drawn = []
+    save = plots.save
+    try:
+        plots.save = lambda fig, out: drawn.append(fig)
+        code = cli.main(["plot", kind, "--tracking-uri", store.uri, *args])
+    finally:
+        plots.save = save
+    assert code == 0
+    (fig,) = drawn
+    return fig
+
+
+def legend(ax) -> list[str]:  # noqa: ANN001
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_param_lines_are_labelled_by_what_stays_the_same_along_them(store, tmp_path):
+    fig = figure(store, "param", "--experiment", "resnet-depths", "--x", "model.depth", "--out", str(tmp_path / "d.png"))
+    (ax,) = fig.axes
+    assert legend(ax) == ["ResNet-preact, Cutout 16", "ResNet-preact"]  # not "ResNet-preact-8": depth is the x axis
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "14", "20"]
+    cutout, standard = ([tuple(xy) for xy in c.lines[0].get_xydata()] for c in ax.containers)
+    assert standard == [(8.0, 10.2), (14.0, 9.1), (20.0, 8.1)] and cutout == [(8.0, 9.2), (14.0, 8.1), (20.0, 7.1)]
+    fig = figure(store, "param", "--experiment", "resnet-depths", "--x", "aug", "--out", str(tmp_path / "a.png"))
+    assert legend(fig.axes[0]) == ["ResNet-preact-8", "ResNet-preact-14", "ResNet-preact-20"]  # lines over aug
+    assert fig.axes[0].get_title().startswith("Test Error vs Augmentation\n")
+
+
+def test_line_label_without_the_plotted_key():
+    from analysis.labels import label_without
+
+    assert label_without(params_for(model__depth="8"), "model.depth") == "ResNet-preact"
+    assert label_without(params_for(model__widen="4"), "model.widen") == "ResNet-preact-20"
+    assert label_without(params_for(model="wrn"), "model.widen") == "WRN-28-x"  # a label that needs the value
+    assert label_without(params_for(aug="cutout"), "aug.cutout.size") == "ResNet-preact-20, Cutout"
+    assert label_without(params_for(model="wrn", aug="cutout"), "model") == "Cutout 16"
+    assert label_without(params_for(model="wrn"), "train.batch_size") == "WRN-28-10"
+
+
+def test_x_that_does_not_vary_is_a_one_line_error(capsys, store, tmp_path):
+    out = tmp_path / "x.png"
+    code = cli.main(["plot", "param", "--tracking-uri", store.uri, "--experiment", "resnet-depths", "--x",
+                     "train.epochs", "--out", str(out)])
+    assert (code, capsys.readouterr().err) == (2, "analysis: error: --x: train.epochs does not vary among the "
+                                                  "selected runs (its values: 4; keys that vary: model.depth, aug)\n")
+
+
+# Colour vision deficiency: Machado et al. 2009 (severity 1) on linear RGB, distances in CIELAB.
+_CVD = {
+    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413], [-0.011820, 0.042940, 0.968881]],
+    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216], [-0.003882, -0.048116, 1.051998]],
+}
+
+
+def _seen(color, deficiency: str):  # noqa: ANN001, ANN202
+    """CIELAB of an sRGB colour as seen with the deficiency."""
+    import numpy as np
+    from matplotlib.colors import to_rgb
+
+    c = np.array(to_rgb(color))
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    linear = np.clip(np.array(_CVD[deficiency]) @ linear, 0, 1)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ linear
+    f = np.cbrt(xyz / [0.95047, 1.0, 1.08883])  # none of these colours is near black's linear segment
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def _closest_pair(colors, deficiency: str) -> float:  # noqa: ANN001
+    import itertools
+
+    import numpy as np
+
+    seen = [_seen(c, deficiency) for c in colors]
+    return min(float(np.linalg.norm(a - b)) for a, b in itertools.combinations(seen, 2))
+
+
+def test_line_colours_stay_apart_for_red_green_colour_blindness(store, tmp_path):
+    from matplotlib.colors import to_hex
+
+    curves = figure(store, "curves", "--experiment", "lr-study", "--out", str(tmp_path / "c.png"))
+    colors = [to_hex(line.get_color()) for line in curves.axes[0].get_lines()]
+    assert len(set(colors)) == 5
+    param = figure(store, "param", "--experiment", "lr-study", "--x", "optim.lr", "--out", str(tmp_path / "p.png"))
+    colors_param = [to_hex(c.lines[0].get_color()) for c in param.axes[0].containers]
+    assert len(colors_param) == 3
+    for deficiency in _CVD:  # matplotlib's default tab10 has red and green: 4.6 / 7.2 apart here
+        assert _closest_pair(colors, deficiency) > 12 and _closest_pair(colors_param, deficiency) > 12
+    from analysis.plots import OKABE_ITO
+
+    assert _closest_pair(OKABE_ITO, "deuteranopia") > 12 and _closest_pair(OKABE_ITO, "protanopia") > 12
+
+
+def test_heatmap_colours_are_ordered_in_lightness_for_everyone(store, tmp_path):
+    import numpy as np
+
+    fig = figure(store, "heatmap", "--experiment", "lr-study", "--pivot", "train.batch_size", "optim.lr",
+                 "--out", str(tmp_path / "h.png"))
+    cmap = fig.axes[0].images[0].get_cmap()
+    for deficiency in _CVD:  # low to high error = dark to light (red-yellow-green is not monotonic)
+        lightness = [_seen(cmap(v), deficiency)[0] for v in np.linspace(0, 1, 11)]
+        assert all(b > a for a, b in zip(lightness, lightness[1:])), (cmap.name, deficiency)
+
+
+def test_every_figure_names_its_dataset_and_experiment(store, tmp_path):
+    common = ["--experiment", "lr-study", "--out"]
+    curves = figure(store, "curves", *common, str(tmp_path / "c.png")).axes[0].get_title()
+    param = figure(store, "param", *common, str(tmp_path / "p.png"), "--x", "optim.lr").axes[0].get_title()
+    heatmap = figure(store, "heatmap", *common, str(tmp_path / "h.png"), "--pivot", "train.batch_size",
+                     "optim.lr")._suptitle.get_text()
+    own = figure(store, "param", *common, str(tmp_path / "t.png"), "--x", "optim.lr", "--title", "LR scan")
+    assert curves.splitlines()[1].startswith("CIFAR-10 · experiment lr-study (")
+    assert param == ("Test Error vs Initial LR — ResNet-preact-20\n"
+                     "CIFAR-10 · experiment lr-study (bars: min–max over runs)")
+    assert heatmap.endswith("\nCIFAR-10 · experiment lr-study")
+    assert own.axes[0].get_title() == "LR scan\nCIFAR-10 · experiment lr-study (bars: min–max over runs)"
+    both = figure(store, "curves", "--experiment", "lr-study", "--experiment", "zoo", "--where", "model=wrn",
+                  "--out", str(tmp_path / "z.png")).axes[0].get_title()
+    assert "CIFAR-10 · experiments lr-study, zoo" not in both  # only experiments with selected runs are named
+    assert "CIFAR-10 · experiment zoo" in both
+
+
+def test_min_max_bands_stay_readable_with_many_configurations(store, tmp_path):
+    from matplotlib.collections import PolyCollection
+
+    def bands(*args: str) -> list[float]:
+        fig = figure(store, "curves", "--experiment", "lr-study", "--out", str(tmp_path / "c.png"), *args)
+        return [c.get_alpha() for c in fig.axes[0].collections if isinstance(c, PolyCollection)]
+
+    assert bands() == []  # 5 configurations: medians only, the title says so
+    assert bands("--bands") == [0.1] * 4  # asked for: faint (the 1-run configuration has none)
+    assert bands("--where", "train.batch_size=128") == [0.2] * 3  # up to 3 configurations: bands by default
+    assert bands("--where", "train.batch_size=128", "--no-bands") == []
+    fig = figure(store, "curves", "--experiment", "lr-study", "--out", str(tmp_path / "c.png"))
+    assert fig.axes[0].get_title().endswith("(line: median over runs)")
+    assert len({line.get_linestyle() for line in fig.axes[0].get_lines()}) == 1  # 5 colours suffice
+
+
+def test_each_plot_kind_has_its_own_help(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["plot", "curves", "--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    assert out.startswith("usage: python -m analysis plot curves ")
+    assert "--bands, --no-bands" in out and "--experiment NAME" in out and "--x KEY" not in out
+    with pytest.raises(SystemExit):
+        cli.main(["plot", "param", "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m analysis plot param ") and "--x KEY" in out and "--bands" not in out
+    with pytest.raises(SystemExit):
+        cli.main(["plot", "heatmap", "--help"])
+    assert "--pivot ROWKEY COLKEY" in capsys.readouterr().out
+
+
+def test_default_experiment_is_the_training_default():
+    from omegaconf import OmegaConf
+
+    from analysis.runs import default_experiment
+
+    assert default_experiment() == OmegaConf.load(REPO_DIR / "conf" / "config.yaml").tracking.experiment

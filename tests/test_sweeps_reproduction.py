@@ -112,8 +112,34 @@ def test_table_formats_and_tracking_overrides(store, capsys):
     # runs of a smoke experiment made with another epoch count: named after the study, the same override
     smoke = table_json(store, "h001_mnist", "tracking.experiment=smoke-mnist", "train.epochs=1", capsys=capsys)
     assert smoke["summary"]["rows_run"] == 1 and smoke["summary"]["differs"] == 1
+    assert smoke["shared_overrides"] == []  # given: nothing read off the runs
     assert main(["table", "h001_mnist", "--colour", f"tracking.uri={store.uri}"]) == 2
     assert "unknown argument '--colour'" in capsys.readouterr().err
+
+
+def test_table_of_a_smoke_experiment_reads_its_runs_without_repeating_their_overrides(store, capsys):
+    """`sweeps run h001_mnist train.epochs=1 tracking.experiment=smoke-mnist`, then `sweeps table
+    h001_mnist tracking.experiment=smoke-mnist`: the runs' shared train.epochs=1 (no row has it)
+    is read as if given; the study's own experiment is left as is."""
+    for experiment in ("tracking.experiment=smoke-mnist", "+tracking.experiment=smoke-mnist"):
+        smoke = table_json(store, "h001_mnist", experiment, capsys=capsys)
+        assert (smoke["experiment"], smoke["shared_overrides"]) == ("smoke-mnist", ["train.epochs=1"])
+        ran = [row for row in smoke["rows"] if row["runs"]]
+        assert [(r["selector"], r["test_error"], r["verdict"]) for r in ran] == [
+            (row_of(MNIST, "aug=standard").selector, 0.9, "differs")]
+        assert smoke["notes"] == ["every run of experiment 'smoke-mnist' has train.epochs=1, which no row of the "
+                                  "study has: read as if given after the study's name"]
+    own = table_json(store, "h001_mnist", capsys=capsys)
+    assert own["shared_overrides"] == [] and sum(r["runs"] for r in own["rows"]) == 7
+    assert main(["table", "h001_mnist", "tracking.experiment=smoke-mnist", f"tracking.uri={store.uri}",
+                 "--format", "csv"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("Model,") and "differs" in out
+    assert err.splitlines() == [
+        "rows run 1/13; reproduced 0, differs 1, not run 12; tolerance 0.2 pp; metric test_error; "
+        "runs of experiment smoke-mnist",
+        "every run of experiment 'smoke-mnist' has train.epochs=1, which no row of the study has: read as if "
+        "given after the study's name"]
 
 
 def test_best_epoch_studies_compare_best_test_error(store, capsys):
@@ -201,3 +227,19 @@ def test_check_flags_an_override_a_run_would_not_log_as_given():
     cfg = compose_config(["data=fake", "optim.lr=0.2", "aug.crop=null"])
     assert _unlogged(["data=fake", "optim.lr=0.2", "aug.crop=null", "seed=3"], cfg) == []
     assert _unlogged(["optim.lr=0.1", "model.depth=20"], cfg) == ["optim.lr=0.1 (logged: 0.2)"]
+
+
+def test_tricks_table_3_9_has_every_row_of_the_source():
+    """Table 3.9 of the tricks seed (its check marks lost in the seed's text; the 11 commands under it
+    and the upstream README give them): cutout / mixup / autoaugment / random-erase, one per row."""
+    source = {  # (cutout, mixup, autoaugment, random-erase) -> C10 test acc (%) as printed
+        (0, 0, 0, 0): 96.42, (1, 0, 0, 0): 96.49, (0, 1, 0, 0): 96.17, (0, 0, 1, 0): 96.25, (0, 0, 0, 1): 96.20,
+        (1, 1, 0, 0): 95.82, (1, 0, 1, 0): 96.02, (1, 0, 0, 1): 96.00, (0, 1, 1, 0): 95.83, (0, 1, 0, 1): 95.89,
+        (0, 0, 1, 1): 96.25,
+    }
+    names = ("cutout", "mixup", "autoaugment", "random_erasing")
+    rows = {}
+    for row in published_rows(load("tricks_shake64_aug_combos")):
+        augs = row.settings["aug"].split("+")
+        rows[tuple(int(n in augs) for n in names)] = (float(row.as_printed), row.seeds)
+    assert rows == {marks: (accuracy, 1) for marks, accuracy in source.items()}
