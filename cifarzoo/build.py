@@ -13,12 +13,14 @@ from torch.nn.parallel import DistributedDataParallel
 from cifarzoo.aug import Recipe
 from cifarzoo.config import build, build_model, check_top_level_keys
 from cifarzoo.data import DeviceData, ImageDataset
+from cifarzoo.distill import Distillation, find_teacher
 from cifarzoo.distributed import Ranks
 from cifarzoo.errors import is_int, require
 from cifarzoo.loop import LoopSettings, Parts
 from cifarzoo.models.ghost_bn import check_ghost_batch_size, use_ghost_batch_norm
 from cifarzoo.precision import Precision
 from cifarzoo.steps import EagerStep, GraphStep, StepChoice, TrainStep, check_request, choose, obstacles
+from cifarzoo.trained import TrainedRun, load_model
 
 
 @dataclass
@@ -29,6 +31,7 @@ class BuiltRun:
     num_train: int  # images trained on per epoch, over all ranks
     num_test: int
     step: StepChoice  # the training step (`train.step`) and why
+    teacher: TrainedRun | None = None  # `train.distill.teacher`, found
 
 
 def loop_settings(cfg: DictConfig) -> LoopSettings:
@@ -75,6 +78,7 @@ class Components:
     precision: Precision
     step_request: str  # train.step
     step_obstacles: list[str]  # why the step cannot be captured ([]: it can, on CUDA)
+    teacher: TrainedRun | None = None  # `train.distill.teacher`, found and checked (its weights not read)
 
 
 def build_components(cfg: DictConfig, ranks: Ranks = Ranks()) -> Components:
@@ -111,7 +115,9 @@ def build_components(cfg: DictConfig, ranks: Ranks = Ranks()) -> Components:
     blocking = obstacles(t, named_parts)
     if step_request == "graph" and blocking:  # the device is checked when the run is built on it
         choose(step_request, torch.device("cuda"), blocking)
-    return Components(settings, dataset, model, aug, optimizer_factory, schedule, precision, step_request, blocking)
+    teacher = find_teacher(cfg, dataset)
+    return Components(settings, dataset, model, aug, optimizer_factory, schedule, precision, step_request, blocking,
+                      teacher)
 
 
 def build_run(cfg: DictConfig, ranks: Ranks = Ranks(), graph_on_cpu: bool = False) -> BuiltRun:
@@ -139,6 +145,8 @@ def build_run(cfg: DictConfig, ranks: Ranks = Ranks(), graph_on_cpu: bool = Fals
     precision.setup(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fastest convolution algorithms, timed on the first steps (not bitwise reproducible)
+    if c.teacher is not None:
+        aug = distillation(cfg, aug, c.teacher, device, precision, channels_last)
     optimizer = (optimizer_factory.build(model, settings.batch_size, fused=True) if step.kind == "graph"
                  else optimizer_factory.build(model, settings.batch_size))
     scheduler = schedule.build(optimizer, data.num_train // local_batch, settings.epochs)
@@ -153,7 +161,18 @@ def build_run(cfg: DictConfig, ranks: Ranks = Ranks(), graph_on_cpu: bool = Fals
     parts = Parts(settings, model, data, aug, optimizer, scheduler, precision, generator, optimizer_factory.grad_clip,
                   forward, ranks, train_forward)
     parts.train_step = make_step(step, parts)
-    return BuiltRun(parts, dataset, device, data.num_train * world, num_test, step)
+    return BuiltRun(parts, dataset, device, data.num_train * world, num_test, step, c.teacher)
+
+
+def distillation(cfg: DictConfig, recipe: Recipe, teacher: TrainedRun, device: torch.device, precision: Precision,
+                 channels_last: bool) -> Distillation:
+    """The recipe with the teacher's soft targets (`cifarzoo.distill`); the teacher on the run's device, in
+    the run's precision and memory format."""
+    model = load_model(teacher, device, "train.distill.teacher")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    d = cfg.train.distill
+    return Distillation(recipe, precision.prepare(model), d.temperature, d.alpha)
 
 
 def make_step(step: StepChoice, parts: Parts) -> TrainStep:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cifarzoo import checkpoint
+from cifarzoo import checkpoint, distill
 from cifarzoo.build import build_run, resolve_device
 from cifarzoo.checkpoint import CHECKPOINT_FILE, PREVIOUS_FILE, CheckpointError
 from cifarzoo.config import GROUPS, choice_name, config_hash, flatten, list_choices
@@ -108,7 +108,7 @@ def train(cfg: DictConfig, ctx: RunContext, ranks: Ranks = Ranks()) -> float:
         log.setLevel(logging.WARNING)  # one progress line per epoch, rank 0's
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["train"]["world_size"] = ranks.world_size  # more processes = smaller per-process BN batches
-    chash = config_hash(resolved)
+    chash = config_hash(distill.identity(resolved, distill.find_teacher(cfg)))  # a bad teacher: one line, here
     uri = cfg.tracking.uri or default_tracking_uri()
     record = write_outcome if ranks.is_main else lambda *args: None
     held: list[RunLock] = []  # rank 0's lock on the run dir, for the life of the run
@@ -280,7 +280,8 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
     if not ranks.is_main:
         return _fit(_build_trainer(parts, ckpt_path, chash, state, on_epoch=lambda epoch, metrics: None), NO_TRACKING, 0.0)
     num_params = count_parameters(model)
-    params = {**flatten(resolved), **ctx.choices, "model.num_params": str(num_params)}
+    teacher_params, teacher_tags = distill.tracking_fields(run.teacher)
+    params = {**flatten(resolved), **ctx.choices, "model.num_params": str(num_params), **teacher_params}
     tracker = Tracker.open(
         uri=uri,
         experiment=cfg.tracking.experiment,
@@ -295,6 +296,7 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
             "train_step": run.step.kind,
             "train_step_reason": run.step.reason,
             **provenance(run.device),
+            **teacher_tags,
         },
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
     )

@@ -91,7 +91,7 @@ run() {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
   } | tee -a "$OUT/summary.txt"
 
-  step cuda-tests 150 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_steps.py -k "cuda"
+  step cuda-tests 150 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_steps.py tests/test_distill.py -k "cuda"
   tail -n 3 "$OUT/cuda-tests.log" | tee -a "$OUT/summary.txt"
 
   local rows=(

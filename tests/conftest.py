@@ -98,6 +98,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def train_until_killed(cfg: DictConfig, ctx: RunContext, epoch: int = 1) -> None:
+    """Train, and 'die' (SystemExit) right after the checkpoint of `epoch`: rerunning resumes there."""
+    from cifarzoo.loop import Trainer
+    from cifarzoo.task import train
+
+    original_save = Trainer.save
+
+    def save_then_die(self: Trainer) -> None:
+        original_save(self)
+        if self.epoch == epoch:
+            raise SystemExit(f"killed after the epoch-{epoch} checkpoint")
+
+    Trainer.save = save_then_die
+    try:
+        with pytest.raises(SystemExit):
+            train(cfg, ctx)
+    finally:
+        Trainer.save = original_save
+
+
 def run_cli(args: list[str], env_extra: dict[str, str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     """`python run.py ARGS` in a subprocess, as a user would type it."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_extra}

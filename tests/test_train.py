@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import CONF_DIR
+from conftest import CONF_DIR, train_until_killed
 from cifarzoo.loop import Trainer
 from cifarzoo.task import train
 
@@ -125,19 +125,7 @@ def test_resume_from_mid_run_checkpoint_gives_identical_results(make_run, client
     straight = train(cfg, ctx)
 
     cfg, ctx = make_run("model.depth=8", "train.epochs=3", out="resumed")
-    original_save = Trainer.save
-
-    def save_then_die(self):
-        original_save(self)
-        if self.epoch == 1:
-            raise SystemExit("killed after the epoch-1 checkpoint")
-
-    Trainer.save = save_then_die
-    try:
-        with pytest.raises(SystemExit):
-            train(cfg, ctx)
-    finally:
-        Trainer.save = original_save
+    train_until_killed(cfg, ctx)
     resumed = train(cfg, ctx)
     assert resumed == straight
     runs = {r.data.tags["output_dir"]: r for r in client.search_runs(
