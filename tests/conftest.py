@@ -29,6 +29,7 @@ QUICK = [
     "train.epochs=2",
     "train.batch_size=64",
     "train.device=cpu",
+    "tracking.log_model=false",  # ~2 s per process (mlflow checks the installed packages); tests/test_evaluate.py covers it
 ]
 
 
