@@ -229,7 +229,10 @@ class Tracker:
             tracker.best = best_so_far(client.get_metric_history(run.info.run_id, "test_error"))
             existing = run.data.params
             log.info("resuming MLflow run %s (epochs logged: %d)", run.info.run_id, tracker.logged_until)
-        tracker.model_logging = params.get("tracking.log_model", "True") != "False"  # the run's own flattened config
+        model_logging = params.get("tracking.log_model", "True")  # the run's own config, flattened
+        if model_logging not in ("True", "False"):
+            raise ConfigError("tracking.log_model", "must be true or false", model_logging)
+        tracker.model_logging = model_logging == "True"
         missing = [Param(k, v) for k, v in params.items() if k not in existing]
         for i in range(0, len(missing), _BATCH):
             client.log_batch(run.info.run_id, params=missing[i : i + _BATCH])
