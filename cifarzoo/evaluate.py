@@ -132,8 +132,9 @@ def headline(trained: TrainedRun) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cifarzoo.evaluate", description=__doc__.split("\n\n")[1],
-                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    intro, details = __doc__.split("\n\n", 2)[1:]
+    p = argparse.ArgumentParser(prog="python -m cifarzoo.evaluate", description=f"{__doc__.splitlines()[0]}\n\n{intro}",
+                                epilog=details, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="the run's output dir, or its MLflow run id")
     p.add_argument("--tracking-uri", default=None,
                    help="the MLflow store to find a run id in (default: $MLFLOW_TRACKING_URI or outputs/mlflow.db; "

@@ -106,23 +106,30 @@ def test_log_adds_the_evaluation_to_the_mlflow_run(trained, capsys):
 EXPORTS = ("torchscript", "pt2", "onnx")
 LOAD_WITHOUT_CIFARZOO = textwrap.dedent(
     """
-    import sys
-    sys.modules["cifarzoo"] = None  # any import of cifarzoo fails
-    import onnxruntime, torch
-    folder = sys.argv[1]
+    import importlib.util, os, sys
+    # hide cifarzoo: the paths that hold it (PYTHONPATH, an editable install's .pth) and editable-install finders
+    sys.path = [p for p in sys.path if not os.path.isdir(os.path.join(p or ".", "cifarzoo"))]
+    sys.meta_path = [f for f in sys.meta_path if "editable" not in str(getattr(f, "__module__", "")).lower()]
+    assert importlib.util.find_spec("cifarzoo") is None, "cifarzoo is still importable"
+    import mlflow.pytorch, onnxruntime, torch
+    folder, uri, run_id = sys.argv[1:]
     x = torch.load(folder + "/x.pt")
     out = {
         "torchscript": torch.jit.load(folder + "/model.torchscript")(x),
         "pt2": torch.export.load(folder + "/model.pt2").module()(x),
         "onnx": torch.from_numpy(onnxruntime.InferenceSession(folder + "/model.onnx").run(None, {"images": x.numpy()})[0]),
     }
+    assert "cifarzoo" not in sys.modules
+    mlflow.set_tracking_uri(uri)
+    out["mlflow"] = mlflow.pytorch.load_model(f"runs:/{run_id}/model")(x)  # brings cifarzoo as its code
+    assert os.path.join("code", "cifarzoo") in sys.modules["cifarzoo"].__file__, sys.modules["cifarzoo"].__file__
     torch.save({k: v.detach() for k, v in out.items()}, folder + "/logits.pt")
     """
 )
 
 
-def test_exports_load_without_cifarzoo_and_give_the_rebuilt_models_logits(trained, tmp_path, capsys):
-    run_dir, _, _ = trained
+def test_exports_and_the_mlflow_model_load_without_cifarzoo_and_give_the_rebuilt_models_logits(trained, tmp_path, capsys):
+    run_dir, run_id, uri = trained
     for fmt in (*EXPORTS, "state_dict"):
         assert main([str(run_dir), "--export", fmt, str(tmp_path / f"model.{fmt}")]) == 0
     assert "wrote state_dict" in capsys.readouterr().out
@@ -134,9 +141,10 @@ def test_exports_load_without_cifarzoo_and_give_the_rebuilt_models_logits(traine
         # the Classifier's normalisation is the project's: uint8 images through DeviceData
         torch.testing.assert_close(expected, restored.model(data.normalize(data.test_x[:5])), atol=1e-5, rtol=0)
     torch.save(x, tmp_path / "x.pt")
-    subprocess.run([sys.executable, "-c", LOAD_WITHOUT_CIFARZOO, str(tmp_path)], check=True, timeout=300)
+    subprocess.run([sys.executable, "-c", LOAD_WITHOUT_CIFARZOO, str(tmp_path), uri, run_id], check=True, timeout=300,
+                   cwd=tmp_path)
     logits = torch.load(tmp_path / "logits.pt")
-    for fmt in EXPORTS:
+    for fmt in (*EXPORTS, "mlflow"):
         torch.testing.assert_close(logits[fmt], expected, atol=1e-5, rtol=0, msg=fmt)
     note = json.loads((tmp_path / "model.state_dict.json").read_text())
     from cifarzoo.config import build_model
