@@ -338,6 +338,9 @@ class _NoTracking:
     def log_final(self, train_time_s: float, step: int) -> None:
         pass
 
+    def log_model(self, network: object, data: object, step: int) -> None:
+        pass
+
     def finish(self, wait_s: float = 0.0) -> None:
         pass
 
@@ -371,5 +374,6 @@ def _fit(trainer: Trainer, tracker: Tracker | _NoTracking, wait_s: float) -> flo
         raise
     if not tracker.finished_before:
         tracker.log_final(final["train_time_s"], step=trainer.settings.epochs)
+        tracker.log_model(trainer.model, trainer.data, step=trainer.settings.epochs)
         tracker.finish(wait_s)
     return final["test_error"]

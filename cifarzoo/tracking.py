@@ -176,6 +176,7 @@ class Tracker:
         self.outbox = outbox
         self.final_logged = False  # `train_time_s` is in the run (a resumed run that had ended)
         self.best: tuple[float, int] | None = None  # (lowest test error so far, its epoch)
+        self.model_logging = True  # log the final weights as an MLflow model (`tracking.log_model`)
         self._outage_reported = False
 
     @classmethod
@@ -228,6 +229,10 @@ class Tracker:
             tracker.best = best_so_far(client.get_metric_history(run.info.run_id, "test_error"))
             existing = run.data.params
             log.info("resuming MLflow run %s (epochs logged: %d)", run.info.run_id, tracker.logged_until)
+        model_logging = params.get("tracking.log_model", "True")  # the run's own config, flattened
+        if model_logging not in ("True", "False"):
+            raise ConfigError("tracking.log_model", "must be true or false", model_logging)
+        tracker.model_logging = model_logging == "True"
         missing = [Param(k, v) for k, v in params.items() if k not in existing]
         for i in range(0, len(missing), _BATCH):
             client.log_batch(run.info.run_id, params=missing[i : i + _BATCH])
@@ -312,6 +317,30 @@ class Tracker:
         tmp.replace(self.outbox)
 
     # -- the run's end -------------------------------------------------------------------------
+    def log_model(self, network: Any, data: Any, step: int) -> None:
+        """The finished run's final weights as its MLflow model `runs:/<run id>/model`
+        (`cifarzoo.mlflow_model`), unless the run's `tracking.log_model` param is False. `network`
+        as it trained, `data` its DeviceData (normalisation, image shape, classes). A failure is
+        one warning and the tag `model_log_error`: the run still finishes, its checkpoint holds
+        the weights (`python -m cifarzoo.evaluate RUN --export ...` exports them)."""
+        if not self.model_logging:
+            return
+        from cifarzoo.export import deployable
+        from cifarzoo.mlflow_model import log_model
+
+        start = time.perf_counter()
+        try:
+            log_model(self.client, self.run_id, deployable(network, data.mean, data.std),
+                      tuple(data.test_x.shape[1:]), data.num_classes, step)
+        except Exception as error:  # an artifact after training: never the reason a finished run fails
+            log.warning("could not log the MLflow model of run %s (%s); its checkpoint holds the weights",
+                        self.run_id, _one_line(error))
+            self._best_effort("tag the model failure",
+                              lambda: self.client.set_tag(self.run_id, "model_log_error", _one_line(error)))
+            return
+        log.info("logged the final weights as MLflow model runs:/%s/model (%.1f s)", self.run_id,
+                 time.perf_counter() - start)
+
     def finish(self, wait_s: float = 0.0) -> None:
         """Upload what is pending (retrying up to `wait_s` seconds) and mark the run FINISHED, or
         raise TrackingLost when the server is still away."""

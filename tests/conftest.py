@@ -19,6 +19,9 @@ from cifarzoo.paths import REPO_DIR
 from cifarzoo.task import RunContext
 
 CONF_DIR = REPO_DIR / "conf"
+# Runs here (and the run.py processes tests start, which inherit it) log no MLflow model: ~3 s per
+# process; tests/test_evaluate.py turns it on (tracking.log_model=true) and tests it.
+os.environ.setdefault("CIFARZOO_LOG_MODEL", "false")
 SHARED_DATA = Path(os.environ.get("CIFARZOO_DATA_SHARED", REPO_DIR.parent / "shared" / "data"))
 
 # Small, fast defaults for in-process runs; each test adds its own overrides after these.

@@ -14,6 +14,7 @@ class DeviceData:
     def __init__(self, splits: Splits, mean: Sequence[float], std: Sequence[float], device: torch.device,
                  num_classes: int | None = None, channels_last: bool | None = None) -> None:
         self.device = device
+        self.mean, self.std = tuple(mean), tuple(std)  # per channel, of pixel values in [0, 1]
         self.num_classes = int(splits.train_y.max()) + 1 if num_classes is None else num_classes
         self.train_x = splits.train_x.to(device)
         self.train_y = splits.train_y.to(device)
