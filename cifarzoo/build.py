@@ -168,7 +168,7 @@ def distillation(cfg: DictConfig, recipe: Recipe, teacher: TrainedRun, device: t
                  channels_last: bool) -> Distillation:
     """The recipe with the teacher's soft targets (`cifarzoo.distill`); the teacher on the run's device, in
     the run's precision and memory format."""
-    model = load_model(teacher, device, "train.distill.teacher")
+    model = load_model(teacher, device, "train.distill.teacher").model
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     d = cfg.train.distill

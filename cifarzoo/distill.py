@@ -34,7 +34,7 @@ from cifarzoo.aug import Recipe
 from cifarzoo.aug.base import Forward
 from cifarzoo.data import ImageDataset
 from cifarzoo.errors import ConfigError, is_number, require
-from cifarzoo.trained import TrainedRun, find_run, trained_data
+from cifarzoo.trained import TrainedRun, find_run
 
 TEACHER_KEY = "train.distill.teacher"
 Views = torch.Tensor | tuple[torch.Tensor, ...]
@@ -98,7 +98,7 @@ def find_teacher(cfg: DictConfig, dataset: ImageDataset | None = None) -> Traine
         return None
     teacher = find_run(distill.teacher, cfg.tracking.uri or default_tracking_uri(), TEACHER_KEY)
     dataset = build(cfg.data) if dataset is None else dataset
-    theirs = trained_data(teacher)
+    theirs = teacher.dataset()
     for what in ("name", "num_classes", "channels", "image_size"):
         if getattr(theirs, what) != getattr(dataset, what):
             raise ConfigError(TEACHER_KEY, f"was trained on {_data(theirs)}, but this run trains on {_data(dataset)}; "

@@ -1,7 +1,7 @@
 """`python -m cifarzoo.evaluate RUN`: a trained model's error, or the model as a file.
 
 RUN is a run's output dir or its MLflow run id. The network is rebuilt from the run's config and
-its checkpoint (`cifarzoo.restore.load_trained`), then evaluated on the run's dataset (the same
+its checkpoint (`cifarzoo.trained.load_trained`), then evaluated on the run's dataset (the same
 subset, `data.train_size` / `data.test_size`, and the run's precision mode, so the test error of
 a finished run is the `test_error` it logged): error (%), loss, and the error of each class.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -39,7 +38,7 @@ from cifarzoo.config import build
 from cifarzoo.data import DeviceData
 from cifarzoo.errors import ConfigError
 from cifarzoo.export import EXPORTERS, export
-from cifarzoo.restore import TrainedRun, load_trained
+from cifarzoo.trained import TrainedModel, load_trained
 
 
 def _plain(net: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -73,7 +72,7 @@ class Evaluation:
 
 
 @torch.no_grad()
-def evaluate(trained: TrainedRun, split: str = "test", tta: str = "none", batch_size: int | None = None) -> Evaluation:
+def evaluate(trained: TrainedModel, split: str = "test", tta: str = "none", batch_size: int | None = None) -> Evaluation:
     """Error, loss and per-class error of the run's model on its `split` ("test" or "train"),
     under the run's precision mode, with test-time augmentation `tta` (a key of TTA)."""
     if split not in ("test", "train"):
@@ -101,19 +100,19 @@ def evaluate(trained: TrainedRun, split: str = "test", tta: str = "none", batch_
                       [100.0 * w / c if c else float("nan") for w, c in zip(wrong_list, counts)], counts)
 
 
-def log_to_run(trained: TrainedRun, result: Evaluation) -> None:
+def log_to_run(trained: TrainedModel, result: Evaluation) -> None:
     """Add `result` to the run's MLflow run (see --log)."""
-    ref = trained.ref
+    run = trained.run
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=ref.tracking_uri)
+    client = MlflowClient(tracking_uri=run.tracking_uri)
     prefix = result.metric_prefix
-    client.log_metric(ref.run_id, f"{prefix}_error", result.error, step=trained.epoch)
-    client.log_metric(ref.run_id, f"{prefix}_loss", result.loss, step=trained.epoch)
-    client.log_dict(ref.run_id, asdict(result), f"evaluation/{prefix[len('eval_'):]}.json")
+    client.log_metric(run.run_id, f"{prefix}_error", result.error, step=trained.epoch)
+    client.log_metric(run.run_id, f"{prefix}_loss", result.loss, step=trained.epoch)
+    client.log_dict(run.run_id, asdict(result), f"evaluation/{prefix[len('eval_'):]}.json")
 
 
-def report(trained: TrainedRun, result: Evaluation) -> str:
+def report(trained: TrainedModel, result: Evaluation) -> str:
     how = {"none": "", "flip": ", tta flip (mean softmax of image and horizontal flip)"}[result.tta]
     lines = [f"{result.split} error {result.error:.2f}% (loss {result.loss:.4f}) on {result.images} images{how}",
              "per-class error % (class: error):"]
@@ -122,9 +121,9 @@ def report(trained: TrainedRun, result: Evaluation) -> str:
     return "\n".join(lines)
 
 
-def headline(trained: TrainedRun) -> str:
-    ref = trained.ref
-    name = f"MLflow run {ref.run_id} ({ref.run_dir})" if ref.run_id else str(ref.run_dir)
+def headline(trained: TrainedModel) -> str:
+    run = trained.run
+    name = f"MLflow run {run.run_id} ({run.run_dir})" if run.run_id else str(run.run_dir)
     epochs = int(trained.cfg.train.epochs)
     state = "finished" if trained.finished else f"NOT finished, step {trained.step} of epoch {trained.epoch + 1}"
     return (f"{name}: {type(trained.model).__name__} on {trained.dataset.name}, weights after epoch "
@@ -157,26 +156,27 @@ def run(args: argparse.Namespace) -> None:
     if args.batch_size is not None and args.batch_size <= 0:
         raise ConfigError("--batch-size", "must be a positive int", args.batch_size)
     trained = load_trained(args.run, args.tracking_uri, args.device, args.data_root)
-    if args.log and (trained.ref.run_id is None or trained.ref.tracking_uri is None):
-        raise ConfigError("--log", f"{trained.ref.run_dir} records no MLflow run to log to", str(trained.ref.run_dir))
+    if args.log and trained.run.tracking_uri is None:
+        raise ConfigError("--log", "the run has no MLflow run in a store on this machine to log to",
+                          str(trained.run.run_dir))
     print(headline(trained), file=sys.stderr)
     if not trained.finished:
         print("cifarzoo: warning: the run has not finished training: these are its latest checkpoint's weights",
               file=sys.stderr)
     if args.export is not None:
         fmt, path = args.export[0], Path(args.export[1])
-        note = {"source": str(trained.ref.run_id or trained.ref.run_dir), "epoch": trained.epoch,
+        note = {"source": str(trained.run.run_id or trained.run.run_dir), "epoch": trained.epoch,
                 "model": _container(trained.cfg.model), "in_channels": trained.dataset.channels,
                 "num_classes": trained.dataset.num_classes, "image_size": trained.dataset.image_size}
         export(trained.classifier(), fmt, path, trained.input_shape, note)
         print(f"wrote {fmt} to {path}" + (f" (and {path}.json)" if fmt == "state_dict" else ""))
         return
     result = evaluate(trained, args.split, args.tta, args.batch_size)
-    print(json.dumps({**asdict(result), "run_id": trained.ref.run_id, "run_dir": str(trained.ref.run_dir),
+    print(json.dumps({**asdict(result), "run_id": trained.run.run_id, "run_dir": str(trained.run.run_dir),
                       "epoch": trained.epoch, "finished": trained.finished}) if args.json else report(trained, result))
     if args.log:
         log_to_run(trained, result)
-        print(f"logged {result.metric_prefix}_error and _loss to MLflow run {trained.ref.run_id}", file=sys.stderr)
+        print(f"logged {result.metric_prefix}_error and _loss to MLflow run {trained.run.run_id}", file=sys.stderr)
 
 
 def _container(node: object) -> object:
@@ -187,7 +187,6 @@ def _container(node: object) -> object:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar for one small config.yaml
     try:
         run(args)
     except (ConfigError, CheckpointError) as error:

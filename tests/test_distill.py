@@ -269,7 +269,7 @@ def test_the_teacher_is_rebuilt_without_touching_the_random_stream(store, teache
     run = find_run(str(teacher[1]), store.uri, KEY)
     torch.manual_seed(5)
     before = torch.get_rng_state()
-    model = load_model(run, torch.device("cpu"), KEY)
+    model = load_model(run, torch.device("cpu"), KEY).model
     assert torch.equal(torch.get_rng_state(), before)
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     saved = torch.load(run.checkpoint, weights_only=True)["model"]

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from conftest import QUICK, compose_run
 from cifarzoo.data import DeviceData
 from cifarzoo.evaluate import main
-from cifarzoo.restore import load_trained
+from cifarzoo.trained import load_trained
 from cifarzoo.tracking import RUN_FILE
 
 TINY = [*QUICK, "model.depth=8", "train.epochs=1", "data.num_train=128", "data.num_test=64", "data.train_size=null",
@@ -221,7 +221,8 @@ def test_an_fp16_runs_network_exports_as_float32(one_thread):
 
 
 def test_an_unfinished_run_is_evaluated_with_a_warning_from_its_hydra_config(trained, tmp_path, capsys):
-    """A run dir's .hydra/config.yaml is its config: here one of 2 epochs whose checkpoint has 1."""
+    """A run dir copied away from its MLflow store: its .hydra/config.yaml is its config, here one of 2
+    epochs whose checkpoint has 1. While its store is on this machine, the store's config.yaml is."""
     run_dir, run_id, uri = trained
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
@@ -229,14 +230,18 @@ def test_an_unfinished_run_is_evaluated_with_a_warning_from_its_hydra_config(tra
     cfg["train"]["epochs"], cfg["data"]["test_size"] = 2, 32
     (copy / ".hydra").mkdir()
     OmegaConf.save(OmegaConf.create(cfg), copy / ".hydra" / "config.yaml")
+    tracked = _json_result(capsys, [str(copy)])  # the config the run trained with, not the edited file
+    assert tracked["images"] == 64 and tracked["finished"]
+    record = json.loads((copy / RUN_FILE).read_text())
+    (copy / RUN_FILE).write_text(json.dumps({**record, "tracking_uri": f"sqlite:///{tmp_path / 'gone' / 'mlflow.db'}"}))
     result = _json_result(capsys, [str(copy)])
     assert result["images"] == 32 and not result["finished"] and result["run_id"] == run_id
     assert "warning: the run has not finished training" in result["stderr"]
 
 
 @pytest.mark.parametrize("argv, says", [
-    (["0123456789abcdef0123456789abcdef"], "run: no MLflow run with this id"),
-    (["no/such/dir"], "run: is neither a directory nor an MLflow run id"),
+    (["0123456789abcdef0123456789abcdef"], "run: no MLflow run 0123456789abcdef0123456789abcdef in"),
+    (["no/such/dir"], "run: is neither an existing run dir or checkpoint file nor an MLflow run id"),
     (["{tmp}"], "run: no checkpoint.pt in"),
     (["0123456789abcdef0123456789abcdef", "--tracking-uri", "sqlite:///{tmp}/none.db"], "--tracking-uri: no MLflow store"),
     (["{run}", "--export", "tflite", "x"], "--export: must be one of"),
