@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.errors import AnalysisError
+from cifarzoo.paths import DEFAULT_EXPERIMENT
 
 PAGE = 10_000
 FAILED, FINISHED = "FAILED", "FINISHED"
@@ -56,7 +57,7 @@ def select_experiments(client, patterns: Sequence[str]) -> dict[str, str]:  # no
 
 def load_runs(
     tracking_uri: str | None = None,
-    experiments: Sequence[str] = ("default",),
+    experiments: Sequence[str] = (DEFAULT_EXPERIMENT,),
     where: Iterable[str] | dict[str, str] = (),
     progress: bool = False,
 ) -> pd.DataFrame:

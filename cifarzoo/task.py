@@ -25,7 +25,7 @@ from cifarzoo.provenance import provenance
 from cifarzoo.runlock import RunLock, RunLocked, describe, holder
 from cifarzoo.sweep import Decision, decide, write_outcome
 from cifarzoo.tracking import (OUTBOX_FILE, RUN_FILE, Tracker, TrackingLost, TrackingUnavailable, recorded_run,
-                               sqlite_path, wait_reachable)
+                               sqlite_path, system_metrics_interval, wait_reachable)
 
 log = logging.getLogger("cifarzoo")
 
@@ -297,6 +297,8 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
             **provenance(run.device),
         },
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        log_file=_job_log(ctx.output_dir),
+        system_metrics_s=system_metrics_interval(cfg.tracking),
     )
     trainer = _build_trainer(parts, ckpt_path, chash, state, tracker.log_epoch, tracker.run_id)
     where = f"{run.device}" if ranks.world_size == 1 else f"{ranks.world_size} processes ({run.device.type})"
@@ -307,6 +309,12 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
     )
     log.info("training step: %s (%s)", run.step.kind, run.step.reason)
     return _fit(trainer, tracker, float(cfg.tracking.get("wait_s", 120)))
+
+
+def _job_log(job_dir: Path) -> Path | None:
+    """The log file this process writes into its job's dir (Hydra's `<job name>.log`), if any."""
+    files = [Path(h.baseFilename) for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    return next((f for f in files if f.parent == job_dir), None)
 
 
 def _build_trainer(parts: Parts, ckpt_path: Path, chash: str, state: dict | None, on_epoch: EpochCallback,

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
-from cifarzoo.paths import REPO_DIR
+from cifarzoo.paths import DEFAULT_EXPERIMENT, REPO_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_acceptance_sweep_leaves_four_finished_runs(env, tmp_path):
     result = run_cli(args, env)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id])
     assert len(runs) == 4
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert {(r.data.params["optim.lr"], r.data.params["seed"]) for r in runs} == {
@@ -66,7 +66,7 @@ RESUME_ARGS = ["data=fake", "data.train_size=1024", "data.test_size=256", "model
 
 def final_metrics(env: dict[str, str], run_dir: Path) -> tuple[str, dict[str, list[tuple[int, float]]]]:
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    exp = client.get_experiment_by_name("default")
+    exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     run = client.search_runs([exp.experiment_id], filter_string=f"tags.output_dir = '{run_dir}'")[0]
     keys = ("train_loss", "train_error", "test_loss", "test_error", "lr")
     history = {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)] for k in keys}

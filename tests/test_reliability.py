@@ -21,6 +21,7 @@ from cifarzoo.checkpoint import CheckpointError
 from cifarzoo.loop import Trainer
 from cifarzoo.runlock import LOCK_FILE, RunLock
 from cifarzoo.sweep import OUTCOME_FILE, failed_jobs, summarize, write_outcome
+from cifarzoo.paths import DEFAULT_EXPERIMENT
 from cifarzoo.task import train
 from cifarzoo.tracking import Tracker
 
@@ -175,7 +176,7 @@ def test_two_processes_started_on_one_run_dir_train_it_once(tmp_path):
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert steps(client, runs[0].info.run_id) == [1, 2]  # each epoch logged once
     log = "\n".join(outputs)

@@ -23,7 +23,7 @@ from conftest import QUICK, compose_config, run_cli
 from cifarzoo import checkpoint
 from cifarzoo.build import build_run
 from cifarzoo.loop import Interrupted, Requeued, Trainer
-from cifarzoo.paths import REPO_DIR
+from cifarzoo.paths import DEFAULT_EXPERIMENT, REPO_DIR
 
 
 def _no_cluster() -> str | None:
@@ -68,7 +68,7 @@ def job_name():
 
 def runs_of(env: dict[str, str]) -> tuple[MlflowClient, list]:
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    experiment = client.get_experiment_by_name("default")
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     assert experiment is not None
     return client, client.search_runs([experiment.experiment_id])
 
