@@ -193,7 +193,8 @@ def _decide_where(cfg: DictConfig, ctx: RunContext, uri: str, chash: str, world_
     wait_reachable(uri, float(cfg.tracking.get("wait_s", 120)) if ctx.sweep else 0.0)
     decision = _decide(cfg, ctx, uri, chash)
     run_dir = decision.output_dir or ctx.output_dir
-    refused = _refusal(run_dir, uri, chash, world_size) if decision.action == "resume" and not cfg.get("restart", False) else None
+    resumes = decision.action == "resume" and not cfg.get("restart", False)
+    refused = _refusal(run_dir, uri, chash, world_size) if resumes else None
     if refused is not None:
         if not cfg.get("plan", False):
             raise refused

@@ -186,6 +186,25 @@ def test_slurm_job_signalled_mid_training_is_requeued_and_resumes_into_one_run(e
 
 @pytest.mark.slow
 @needs_cluster
+@pytest.mark.parametrize(("fields", "line"), [
+    (["hydra.launcher.gpus_per_node=0", "hydra.launcher.partition=nope"],
+     "hydra.launcher.partition: sbatch refused the job array (invalid partition specified: nope; Batch job submission "
+     "failed: Invalid partition name specified); `sinfo` lists the partitions (got 'nope')"),
+    ([],  # the default, one GPU per job, on the local cluster's partition without GPUs
+     "hydra.launcher.gpus_per_node: sbatch refused the job array (Invalid generic resource (gres) specification); "
+     "a partition without GPUs takes hydra.launcher.gpus_per_node=0 (got 1)"),
+], ids=["unknown-partition", "gpus-on-a-cpu-partition"])
+def test_a_job_array_sbatch_refuses_is_one_line_naming_the_launcher_field(env, tmp_path, job_name, fields, line):
+    args = ["-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", *fields,
+            f"hydra.launcher.name={job_name}", *QUICK, "model.depth=8", "seed=1,2"]
+    result = run_cli(args, env, timeout=120)
+    assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == f"cifarzoo: error: {line}"
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+@needs_cluster
 def test_slurm_tasks_per_node_trains_one_data_parallel_run(env, tmp_path, job_name):
     """`hydra.launcher.tasks_per_node=2 train.distributed=true`: one job of two tasks, which join
     one process group through submitit's environment; rank 0 logs the one MLflow run."""
