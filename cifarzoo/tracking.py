@@ -17,6 +17,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -356,11 +357,15 @@ class Tracker:
             return
         self._sampler.start()
 
-    def _stop_sampler(self) -> None:
-        """Stop sampling; the samples it holds go up (MLflow's `finish`)."""
-        if self._sampler is not None:
-            self._sampler.finish()
-            self._sampler = None
+    def _stop_sampler(self, wait_s: float = 10.0) -> None:
+        """Stop sampling; the samples it holds go up (MLflow's `finish`). At most `wait_s` seconds:
+        with the server away, its last call would wait out MLflow's http retries."""
+        if self._sampler is None:
+            return
+        stopping = threading.Thread(target=self._sampler.finish, daemon=True, name="stop-system-metrics")
+        stopping.start()
+        stopping.join(wait_s)
+        self._sampler = None
 
     def _wrap_up(self) -> None:
         """At any end: stop the sampler and upload the job's log."""
