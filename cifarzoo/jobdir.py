@@ -10,15 +10,12 @@ run whose configuration is refused holds nothing else, and is removed."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cifarzoo.paths import outputs_dir
 from cifarzoo.sweep import OUTCOME_FILE
-
-log = logging.getLogger("cifarzoo")
 
 HYDRA_DIR = ".hydra"
 OWNER_DIR = "owner"  # in .hydra/: Hydra's files of the job that trains in this dir
@@ -79,7 +76,12 @@ class FoundDir:
         if not single_run or not self.path.is_dir() or any(
                 p.name not in ours and p.suffix != ".log" for p in self.path.iterdir()):
             return
-        shutil.rmtree(self.path, ignore_errors=True)
-        parent, runs = self.path.parent, outputs_dir() / "runs"
-        if parent != runs and parent.is_relative_to(runs) and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+        remove_with_empty_parent(self.path, outputs_dir() / "runs")
+
+
+def remove_with_empty_parent(path: Path, root: Path) -> None:
+    """Remove `path`, and its parent (Hydra's day folder) when that is left empty below `root`."""
+    shutil.rmtree(path, ignore_errors=True)
+    parent = path.parent
+    if parent != root and parent.is_relative_to(root) and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()

@@ -5,9 +5,12 @@ instead of submitit's traceback. `hydra_plugins/cifarzoo_slurm` holds the launch
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from cifarzoo.errors import ConfigError
+from cifarzoo.jobdir import remove_with_empty_parent
+from cifarzoo.paths import outputs_dir
 
 # (a word of sbatch's message, the launcher field that asked for it, the way out); the first match wins
 _FIELDS = (
@@ -18,6 +21,17 @@ _FIELDS = (
     ("time limit", "timeout_min", ""),
 )
 _RESOURCES = ("nodes", "tasks_per_node", "cpus_per_task", "mem_gb", "gpus_per_node")
+
+
+def remove_unsubmitted(sweep_dir: Path) -> None:
+    """The sweep dir of a refused array holds Hydra's multirun.yaml and submitit's pickles and
+    script, nothing that ran: it goes. A reused sweep dir (job dirs, job folders in .submitit/) stays."""
+    entries = list(sweep_dir.iterdir()) if sweep_dir.is_dir() else []
+    submitit = sweep_dir / ".submitit"
+    if any(p.name not in ("multirun.yaml", ".submitit") for p in entries) or (
+            submitit.is_dir() and any(p.is_dir() for p in submitit.iterdir())):
+        return
+    remove_with_empty_parent(sweep_dir, outputs_dir() / "multirun")
 
 
 def sbatch_refusal(stderr: str, params: dict[str, Any]) -> ConfigError:

@@ -201,6 +201,7 @@ def test_a_job_array_sbatch_refuses_is_one_line_naming_the_launcher_field(env, t
     assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
     assert result.stderr.strip().splitlines()[-1] == f"cifarzoo: error: {line}"
     assert "Traceback" not in result.stderr
+    assert list((tmp_path / "outputs").rglob("*")) == [tmp_path / "outputs" / "multirun"]  # no sweep dir left
 
 
 @pytest.mark.slow

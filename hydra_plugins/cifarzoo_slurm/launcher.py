@@ -1,11 +1,12 @@
 """cifarzoo's SLURM launcher (conf/hydra/launcher/slurm.yaml): hydra-submitit-launcher's, with a
-refused submission as one line (cifarzoo.slurm)."""
+refused submission as one line and no sweep dir left behind (cifarzoo.slurm)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_submitit_launcher import submitit_launcher
@@ -21,7 +22,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             cause = error.__cause__
             if not (isinstance(cause, subprocess.CalledProcessError) and "sbatch" in str(cause.cmd[0])):
                 raise
-            from cifarzoo.slurm import sbatch_refusal
+            from cifarzoo.slurm import remove_unsubmitted, sbatch_refusal
 
+            remove_unsubmitted(Path(str(self.config.hydra.sweep.dir)))
             print(f"cifarzoo: error: {sbatch_refusal(str(error), self.params)}", file=sys.stderr)
             raise SystemExit(2) from None
