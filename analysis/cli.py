@@ -14,6 +14,7 @@ from analysis.aggregate import AGGS, aggregate, pivot
 from analysis.errors import AnalysisError
 from analysis.formats import FORMATS, render_pivot, render_table
 from analysis.runs import load_runs, param_name, resolve_key
+from cifarzoo.paths import DEFAULT_EXPERIMENT
 
 EPILOG = """examples:
   python -m analysis table --experiment lr-study
@@ -37,8 +38,7 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tracking-uri", default=None,
                        help="MLflow store (default: the training default, $MLFLOW_TRACKING_URI or outputs/mlflow.db)")
     group.add_argument("--experiment", action="append", default=None, metavar="NAME",
-                       help="experiment name or glob, repeatable (default: the training default, "
-                            "conf/config.yaml's tracking.experiment)")
+                       help=f"experiment name or glob, repeatable (default: {DEFAULT_EXPERIMENT})")
     group.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                        help="keep runs whose param KEY equals VALUE (numbers compare as numbers; globs allowed), "
                             "repeatable")
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> None:
     from cifarzoo.paths import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri()
-    runs = load_runs(uri, args.experiment, args.where, progress=True)
+    runs = load_runs(uri, args.experiment or [DEFAULT_EXPERIMENT], args.where, progress=True)
     if runs.empty:
         raise AnalysisError(f"no runs in experiment(s) {', '.join(runs.attrs['experiments'])} at {uri}", status=1)
     if f"metrics.{args.metric}" not in runs.columns:

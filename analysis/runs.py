@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.errors import AnalysisError
+from cifarzoo.paths import DEFAULT_EXPERIMENT
 
 PAGE = 10_000
 FAILED, FINISHED = "FAILED", "FINISHED"
@@ -54,30 +55,20 @@ def select_experiments(client, patterns: Sequence[str]) -> dict[str, str]:  # no
     return chosen
 
 
-def default_experiment() -> str:
-    """The experiment a run goes to without `tracking.experiment=`: conf/config.yaml's, read there
-    so that the two never disagree."""
-    from omegaconf import OmegaConf
-
-    from cifarzoo.paths import REPO_DIR
-
-    return str(OmegaConf.load(REPO_DIR / "conf" / "config.yaml").tracking.experiment)
-
-
 def load_runs(
     tracking_uri: str | None = None,
     experiments: Sequence[str] | None = None,
     where: Iterable[str] | dict[str, str] = (),
     progress: bool = False,
 ) -> pd.DataFrame:
-    """All active training runs of the experiments (names or globs; default: `default_experiment()`),
+    """All active training runs of the experiments (names or globs; default: cifarzoo's, `DEFAULT_EXPERIMENT`),
     filtered by `where` on params (LR range tests, tag `kind=lr_find`, are left out)."""
     if tracking_uri is None:
         from cifarzoo.paths import default_tracking_uri
 
         tracking_uri = default_tracking_uri()
     if experiments is None:
-        experiments = [default_experiment()]
+        experiments = [DEFAULT_EXPERIMENT]
     if isinstance(experiments, str):
         experiments = [experiments]
     client = open_client(tracking_uri)

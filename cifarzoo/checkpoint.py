@@ -81,11 +81,12 @@ def exists(directory: Path) -> bool:
     return (directory / CHECKPOINT_FILE).exists() or (directory / PREVIOUS_FILE).exists()
 
 
-def read(path: Path) -> dict[str, Any]:
+def read(path: Path, mmap: bool = False) -> dict[str, Any]:
     """Load one checkpoint file with weights_only=True; any failure (truncated, garbage, or an
-    object that is not plain data) is a CheckpointError naming the file."""
+    object that is not plain data) is a CheckpointError naming the file. `mmap`: tensors are read
+    only when used."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
             TypeError, AttributeError, KeyError, ImportError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -93,6 +94,17 @@ def read(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a cifarzoo checkpoint")
     return state
+
+
+def peek(directory: Path) -> dict[str, Any] | None:
+    """The newest readable checkpoint in `directory`, its tensors memory-mapped and not read (for
+    the checks before a resume); None when none is readable (the resume then says why)."""
+    for name in (CHECKPOINT_FILE, PREVIOUS_FILE):
+        try:
+            return read(directory / name, mmap=True)
+        except CheckpointError:
+            continue
+    return None
 
 
 def load(path: Path) -> dict[str, Any] | None:

@@ -8,6 +8,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 REPO_DIR = Path(__file__).resolve().parent.parent
+# conf/config.yaml's tracking.experiment, for the tools that read a store without composing a config
+# (not `default`: MLflow's own experiment `Default` would sit beside it in the UI)
+DEFAULT_EXPERIMENT = "cifarzoo"
 
 
 def outputs_dir() -> Path:

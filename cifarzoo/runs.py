@@ -7,7 +7,7 @@ import sys
 
 from mlflow.tracking import MlflowClient
 
-from cifarzoo.paths import default_tracking_uri
+from cifarzoo.paths import DEFAULT_EXPERIMENT, default_tracking_uri
 
 
 def format_runs(uri: str, experiment: str) -> str:
@@ -34,7 +34,7 @@ def format_runs(uri: str, experiment: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m cifarzoo.runs", description=__doc__)
-    parser.add_argument("--experiment", default="default")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     parser.add_argument("--tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or outputs/mlflow.db")
     args = parser.parse_args(argv)
     print(format_runs(args.tracking_uri or default_tracking_uri(), args.experiment))

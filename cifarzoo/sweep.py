@@ -29,7 +29,7 @@ UNFINISHED = ("RUNNING", "SCHEDULED", "KILLED")
 
 @dataclass
 class Decision:
-    action: str  # "run" | "resume" | "skip"
+    action: str  # "run" | "resume" | "skip" | "invalid" (a plan's refused resume)
     reason: str
     output_dir: Path | None = None  # where to resume
     test_error: float = math.nan  # of the FINISHED run a skip refers to

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -18,6 +19,7 @@ from cifarzoo.checkpoint import CHECKPOINT_FILE, PREVIOUS_FILE, CheckpointError
 from cifarzoo.config import GROUPS, choice_name, config_hash, flatten, list_choices
 from cifarzoo.distributed import Ranks, RankZeroFailed, connect
 from cifarzoo.errors import ConfigError
+from cifarzoo.jobdir import FoundDir
 from cifarzoo.loop import Diverged, EpochCallback, Interrupted, Parts, Requeued, Trainer
 from cifarzoo.models import count_parameters
 from cifarzoo.paths import default_tracking_uri
@@ -25,7 +27,7 @@ from cifarzoo.provenance import provenance
 from cifarzoo.runlock import RunLock, RunLocked, describe, holder
 from cifarzoo.sweep import Decision, decide, write_outcome
 from cifarzoo.tracking import (OUTBOX_FILE, RUN_FILE, Tracker, TrackingLost, TrackingUnavailable, recorded_run,
-                               sqlite_path, wait_reachable)
+                               sqlite_path, system_metrics_interval, wait_reachable)
 
 log = logging.getLogger("cifarzoo")
 
@@ -62,11 +64,13 @@ def main(cfg: DictConfig) -> float:
     multirun, a run that fails is recorded (MLflow FAILED + its outcome) and the sweep goes on;
     the end-of-sweep summary counts it and makes the sweep exit non-zero."""
     ctx = RunContext.from_hydra()
+    found = FoundDir.look(ctx.output_dir)  # before this job writes there (Hydra already has)
     _pin_gpu(cfg)
     try:
         backend = "nccl" if resolve_device(cfg.train.device).type == "cuda" else "gloo"
-        return train(cfg, ctx, connect(cfg.train.distributed, backend))
+        return train(cfg, ctx, connect(cfg.train.distributed, backend), found)
     except ConfigError as error:
+        found.leave(single_run=not ctx.sweep)  # a refused job leaves no trace in its dir
         print(f"cifarzoo: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     except RankZeroFailed:  # rank 0 reports it
@@ -100,10 +104,13 @@ def _pin_gpu(cfg: DictConfig) -> None:
             cfg.train.device = f"cuda:{hc.job.num % torch.cuda.device_count()}"
 
 
-def train(cfg: DictConfig, ctx: RunContext, ranks: Ranks = Ranks()) -> float:
+def train(cfg: DictConfig, ctx: RunContext, ranks: Ranks = Ranks(), found: FoundDir | None = None) -> float:
     """Train one configuration; return the test error (%) at the last epoch (NaN if diverged,
     failed before, or only planned). In a data-parallel run every rank calls this; rank 0 decides
-    what to do and where, and alone writes the MLflow run, checkpoints and outcome."""
+    what to do and where, and alone writes the MLflow run, checkpoints and outcome. `found`: the
+    job's output dir as the job found it (a job that does not train in a dir holding a run, a
+    skip or a plan of that run, leaves it as found)."""
+    found = found or FoundDir.look(ctx.output_dir)
     if not ranks.is_main:
         log.setLevel(logging.WARNING)  # one progress line per epoch, rank 0's
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -113,18 +120,27 @@ def train(cfg: DictConfig, ctx: RunContext, ranks: Ranks = Ranks()) -> float:
     record = write_outcome if ranks.is_main else lambda *args: None
     held: list[RunLock] = []  # rank 0's lock on the run dir, for the life of the run
     try:
-        decision, run_dir, main_dir = ranks.from_main(lambda: _decide_where(cfg, ctx, uri, chash, held))
+        decision, run_dir, main_dir = ranks.from_main(
+            lambda: _decide_where(cfg, ctx, uri, chash, ranks.world_size, held))
     except TrackingUnavailable as error:  # in a sweep: this job fails after tracking.wait_s, the sweep goes on
         if not ctx.sweep:
             raise
         log.error("run failed: %s", error)
         record(ctx.output_dir, "failed", str(error))
         return math.nan
+    here = run_dir == ctx.output_dir and decision.action in ("run", "resume") and not cfg.get("plan", False)
+    as_found = ranks.is_main and not here and not found.fresh  # a skip or plan of the run this dir holds
+    if ranks.is_main and here:
+        found.claim()
+    if as_found:
+        record = lambda *args: None  # noqa: E731
     try:
         return _run(cfg, ctx, ranks, decision, run_dir, main_dir, resolved, chash, uri, record)
     finally:
         for lock in held:
             lock.release()
+        if as_found:
+            found.put_back(logs=not decision.running_elsewhere)
 
 
 def _run(cfg: DictConfig, ctx: RunContext, ranks: Ranks, decision: Decision, run_dir: Path, main_dir: Path,
@@ -168,15 +184,22 @@ def _planned(cfg: DictConfig, decision: Decision) -> tuple[str, str]:
     return decision.action, decision.reason
 
 
-def _decide_where(cfg: DictConfig, ctx: RunContext, uri: str, chash: str,
+def _decide_where(cfg: DictConfig, ctx: RunContext, uri: str, chash: str, world_size: int,
                   held: list[RunLock]) -> tuple[Decision, Path, Path]:
-    """What to do, the dir the run trains in, and this job's output dir (rank 0's). A run that
-    will train takes the run dir's lock (into `held`) first; if another live process holds it,
-    the job is skipped as running elsewhere."""
+    """What to do, the dir the run trains in, and this job's output dir (rank 0's). A resume into
+    a dir that holds another run is refused here, with the ConfigError the run would end with (a
+    plan reports it as `invalid`). A run that will train takes the run dir's lock (into `held`)
+    first; if another live process holds it, the job is skipped as running elsewhere."""
     wait_reachable(uri, float(cfg.tracking.get("wait_s", 120)) if ctx.sweep else 0.0)
     decision = _decide(cfg, ctx, uri, chash)
     run_dir = decision.output_dir or ctx.output_dir
-    if decision.action != "skip" and not cfg.get("plan", False):
+    resumes = decision.action == "resume" and not cfg.get("restart", False)
+    refused = _refusal(run_dir, uri, chash, world_size) if resumes else None
+    if refused is not None:
+        if not cfg.get("plan", False):
+            raise refused
+        return Decision("invalid", str(refused)), run_dir, ctx.output_dir
+    if decision.action in ("run", "resume") and not cfg.get("plan", False):
         lock = RunLock(run_dir)
         try:
             lock.acquire()
@@ -244,7 +267,16 @@ def _decide(cfg: DictConfig, ctx: RunContext, uri: str, chash: str) -> Decision:
 
 def _finished_in(run_dir: Path, uri: str, chash: str) -> Decision | None:
     """A skip when the run recorded in `run_dir` FINISHED with this configuration: its result is never
-    redone or downgraded (another configuration's dir is refused when the run opens)."""
+    redone or downgraded (another configuration's dir is refused, `_refusal`)."""
+    run = _recorded_mlflow_run(run_dir, uri)
+    if run is None or run.info.status != "FINISHED" or run.data.tags.get("config_hash") != chash:
+        return None
+    return Decision("skip", f"FINISHED before in this dir as MLflow run {run.info.run_id}",
+                    test_error=run.data.metrics.get("test_error", math.nan))
+
+
+def _recorded_mlflow_run(run_dir: Path, uri: str) -> Any:
+    """The MLflow run that `run_dir/mlflow_run.json` names in the store at `uri`, None if none is there."""
     run_id = _recorded_run_id(run_dir, uri)
     if run_id is None:
         return None
@@ -252,13 +284,39 @@ def _finished_in(run_dir: Path, uri: str, chash: str) -> Decision | None:
     from mlflow.tracking import MlflowClient
 
     try:
-        run = MlflowClient(tracking_uri=uri).get_run(run_id)
+        return MlflowClient(tracking_uri=uri).get_run(run_id)
     except MlflowException:
         return None
-    if run.info.status != "FINISHED" or run.data.tags.get("config_hash") != chash:
-        return None
-    return Decision("skip", f"FINISHED before in this dir as MLflow run {run_id}",
-                    test_error=run.data.metrics.get("test_error", math.nan))
+
+
+def _refusal(run_dir: Path, uri: str, chash: str, world_size: int) -> ConfigError | None:
+    """Why a resume in `run_dir` is refused (None: it is not): its newest readable checkpoint, or
+    the MLflow run its `mlflow_run.json` names, is of another configuration. A dir without a
+    readable checkpoint is left to the resume itself, which says so."""
+    state = checkpoint.peek(run_dir)
+    if state is not None:
+        mismatch = _checkpoint_mismatch(state, run_dir, chash, world_size, _recorded_run_id(run_dir, uri))
+        if mismatch is not None:
+            return mismatch
+    run = _recorded_mlflow_run(run_dir, uri)
+    if run is not None and run.data.tags.get("config_hash") not in (None, chash):
+        return ConfigError("hydra.run.dir", f"holds MLflow run {run.info.run_id} of a different configuration; "
+                           "use a fresh output dir", str(run_dir))
+    return None
+
+
+def _checkpoint_mismatch(state: dict, run_dir: Path, chash: str, world_size: int, recorded: str | None) -> ConfigError | None:
+    """A checkpoint that this run cannot resume: another number of processes, another configuration,
+    or another MLflow run than the dir's `mlflow_run.json` names."""
+    if checkpoint.world_size(state) != world_size:  # before the hash: the likelier mistake
+        return ConfigError("train.distributed", f"the checkpoint in {run_dir} was written by "
+                           f"{checkpoint.world_size(state)} processes; resume it with as many", world_size)
+    if state.get("config_hash") != chash:
+        return ConfigError("hydra.run.dir", "holds a checkpoint of a different configuration; use a fresh output dir", str(run_dir))
+    if recorded and state.get("mlflow_run_id") not in (None, recorded):
+        return ConfigError("hydra.run.dir", f"holds a checkpoint of MLflow run {state.get('mlflow_run_id')}, but its "
+                           f"{RUN_FILE} names run {recorded}; use a fresh output dir", str(run_dir))
+    return None
 
 
 def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, chash: str, uri: str,
@@ -267,15 +325,10 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
     parts, model = run.parts, run.parts.model
     ckpt_path = run_dir / CHECKPOINT_FILE
     state = checkpoint.load(ckpt_path)
-    if state is not None and checkpoint.world_size(state) != ranks.world_size:  # before the hash: the likelier mistake
-        raise ConfigError("train.distributed", f"the checkpoint in {run_dir} was written by "
-                          f"{checkpoint.world_size(state)} processes; resume it with as many", ranks.world_size)
-    if state is not None and state.get("config_hash") != chash:
-        raise ConfigError("hydra.run.dir", "holds a checkpoint of a different configuration; use a fresh output dir", str(run_dir))
-    recorded = _recorded_run_id(run_dir, uri)
-    if state is not None and recorded and state.get("mlflow_run_id") not in (None, recorded):
-        raise ConfigError("hydra.run.dir", f"holds a checkpoint of MLflow run {state.get('mlflow_run_id')}, but its "
-                          f"{RUN_FILE} names run {recorded}; use a fresh output dir", str(run_dir))
+    if state is not None:  # checked before (`_refusal`), unless only the fallback checkpoint is readable
+        mismatch = _checkpoint_mismatch(state, run_dir, chash, ranks.world_size, _recorded_run_id(run_dir, uri))
+        if mismatch is not None:
+            raise mismatch
 
     if not ranks.is_main:
         return _fit(_build_trainer(parts, ckpt_path, chash, state, on_epoch=lambda epoch, metrics: None), NO_TRACKING, 0.0)
@@ -299,6 +352,8 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
             **teacher_tags,
         },
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        log_file=_job_log(ctx.output_dir),
+        system_metrics_s=system_metrics_interval(cfg.tracking),
     )
     trainer = _build_trainer(parts, ckpt_path, chash, state, tracker.log_epoch, tracker.run_id)
     where = f"{run.device}" if ranks.world_size == 1 else f"{ranks.world_size} processes ({run.device.type})"
@@ -309,6 +364,12 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
     )
     log.info("training step: %s (%s)", run.step.kind, run.step.reason)
     return _fit(trainer, tracker, float(cfg.tracking.get("wait_s", 120)))
+
+
+def _job_log(job_dir: Path) -> Path | None:
+    """The log file this process writes into its job's dir (Hydra's `<job name>.log`), if any."""
+    files = [Path(h.baseFilename) for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    return next((f for f in files if f.parent == job_dir), None)
 
 
 def _build_trainer(parts: Parts, ckpt_path: Path, chash: str, state: dict | None, on_epoch: EpochCallback,

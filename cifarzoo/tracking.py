@@ -17,6 +17,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,12 +28,21 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from cifarzoo.errors import ConfigError
+from cifarzoo.errors import ConfigError, is_number, require
 
 log = logging.getLogger("cifarzoo")
 
 RUN_FILE = "mlflow_run.json"
 _BATCH = 100  # MLflow's limit on params per log_batch call
+
+
+def system_metrics_interval(tracking: Any) -> float | None:
+    """Seconds between system-metrics samples from the `tracking` config node, None when off."""
+    on = tracking.get("system_metrics", False)
+    require(isinstance(on, bool), "tracking.system_metrics", "must be true or false", on)
+    every = tracking.get("system_metrics_interval_s", 10)
+    require(is_number(every) and every > 0, "tracking.system_metrics_interval_s", "must be a number of seconds > 0", every)
+    return float(every) if on else None
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -167,7 +177,12 @@ class Tracker:
     fsynced before each upload, emptied once the server has them): while the tracking server is
     unreachable the run trains on and its metrics wait there, in order, with their original
     timestamps; they are uploaded when the server answers again, at the latest when the run is
-    resumed. MLflow drops exact duplicates, so an upload repeated after a crash logs nothing twice."""
+    resumed. MLflow drops exact duplicates, so an upload repeated after a crash logs nothing twice.
+
+    At whatever end (finished, failed, interrupted, requeued) the run's log file goes up as an
+    artifact, and MLflow's system-metrics sampler (`system/...`, started by `open`) stops. System
+    metrics do not go through the outbox: the sampler stops for good when the server does not
+    answer, and a resumed run starts it again."""
 
     def __init__(self, client: MlflowClient, run_id: str, logged_until: int, finished_before: bool,
                  outbox: Path | None = None) -> None:
@@ -178,6 +193,9 @@ class Tracker:
         self.best: tuple[float, int] | None = None  # (lowest test error so far, its epoch)
         self.model_logging = True  # log the final weights as an MLflow model (`tracking.log_model`)
         self._outage_reported = False
+        self.log_file: Path | None = None  # the job's log, uploaded at the run's end
+        self.log_artifact_dir: str | None = None  # where in the run's artifacts it goes (None: top level)
+        self._sampler: Any = None  # MLflow's SystemMetricsMonitor while it samples
 
     @classmethod
     def open(
@@ -189,7 +207,12 @@ class Tracker:
         params: dict[str, str],
         tags: dict[str, str],
         config_yaml: str,
+        log_file: Path | None = None,
+        system_metrics_s: float | None = None,
     ) -> Tracker:
+        """`log_file`: uploaded at the run's end (into `logs/<job dir>/` when it lies outside
+        `output_dir`, i.e. a sweep job resuming an older dir). `system_metrics_s`: sample MLflow's
+        system metrics every that many seconds (None: off)."""
         if uri.startswith(("http://", "https://")):
             for key, value in _HTTP_RETRY_DEFAULTS.items():
                 os.environ.setdefault(key, value)
@@ -197,6 +220,7 @@ class Tracker:
         client, experiment_id = connect(uri, experiment)
         run_file = output_dir / RUN_FILE
         run = _previous_run(client, run_file, uri, experiment_id)
+        resumed = run is not None
         if run is None:
             run = client.create_run(experiment_id, run_name=run_name, tags=tags)
             output_dir.mkdir(parents=True, exist_ok=True)
@@ -237,6 +261,12 @@ class Tracker:
         for i in range(0, len(missing), _BATCH):
             client.log_batch(run.info.run_id, params=missing[i : i + _BATCH])
         client.log_text(run.info.run_id, config_yaml, "config.yaml")
+        if log_file is not None:
+            tracker.log_file = log_file
+            if log_file.parent != output_dir:
+                tracker.log_artifact_dir = f"logs/{log_file.parent.parent.name}_{log_file.parent.name}"
+        if system_metrics_s is not None and not tracker.finished_before:
+            tracker._start_sampler(uri, system_metrics_s, resume=resumed)
         return tracker
 
     # -- metrics, through the outbox ---------------------------------------------------------
@@ -316,6 +346,44 @@ class Tracker:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
         tmp.replace(self.outbox)
 
+    # -- system metrics and the log -------------------------------------------------------------
+    def _start_sampler(self, uri: str, every_s: float, resume: bool) -> None:
+        """MLflow's own sampler (CPU, memory, disk, network; GPUs through nvidia-ml-py), in a thread
+        of its own that logs `system/<name>` every `every_s` seconds with steps 0, 1, 2, ... (a
+        resumed run continues its steps)."""
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no lines per start/stop
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._sampler = SystemMetricsMonitor(self.run_id, sampling_interval=every_s, resume_logging=resume,
+                                                 tracking_uri=uri)
+        except (ImportError, *_OUTAGE) as error:  # psutil missing, or the store went away just now
+            log.warning("no system metrics for MLflow run %s: %s", self.run_id, _one_line(error))
+            return
+        self._sampler.start()
+
+    def _stop_sampler(self, wait_s: float = 10.0) -> None:
+        """Stop sampling; the samples it holds go up (MLflow's `finish`). At most `wait_s` seconds:
+        with the server away, its last call would wait out MLflow's http retries."""
+        if self._sampler is None:
+            return
+        stopping = threading.Thread(target=self._sampler.finish, daemon=True, name="stop-system-metrics")
+        stopping.start()
+        stopping.join(wait_s)
+        self._sampler = None
+
+    def _wrap_up(self) -> None:
+        """At any end: stop the sampler and upload the job's log."""
+        self._stop_sampler()
+        if self.log_file is None or not self.log_file.is_file():
+            return
+        for handler in logging.getLogger().handlers:  # the lines logged so far, into the file
+            handler.flush()
+        try:
+            self.client.log_artifact(self.run_id, str(self.log_file), self.log_artifact_dir)
+        except _OUTAGE as error:
+            log.error("could not upload %s to MLflow run %s: %s", self.log_file, self.run_id, _one_line(error))
+
     # -- the run's end -------------------------------------------------------------------------
     def log_model(self, network: Any, data: Any, step: int) -> None:
         """The finished run's final weights as its MLflow model `runs:/<run id>/model`
@@ -344,6 +412,7 @@ class Tracker:
     def finish(self, wait_s: float = 0.0) -> None:
         """Upload what is pending (retrying up to `wait_s` seconds) and mark the run FINISHED, or
         raise TrackingLost when the server is still away."""
+        self._stop_sampler()
         deadline = time.monotonic() + wait_s
         while not self.flush():
             if time.monotonic() >= deadline:
@@ -351,6 +420,7 @@ class Tracker:
                     f"the tracking server is unreachable at the end of the run; {len(self.pending())} metric records "
                     f"are kept in {self.outbox}: rerun the same command when it is back to upload them and finish the run")
             time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+        self._wrap_up()
         try:
             self.client.set_terminated(self.run_id, "FINISHED")
         except _OUTAGE as error:
@@ -375,6 +445,7 @@ class Tracker:
     def _best_effort(self, what: str, call: Any) -> None:
         """A run that is ending anyway reports a tracking failure in one line, not a second traceback."""
         self.flush()
+        self._wrap_up()
         try:
             call()
         except _OUTAGE as error:

@@ -25,7 +25,7 @@ BASE = {
     "data.train_size": "None",
     "data.test_size": "None",
     "tracking.uri": "None",
-    "tracking.experiment": "default",
+    "tracking.experiment": "cifarzoo",
     "optim": "sgd",
     "optim.lr": "0.1",
     "optim.momentum": "0.9",

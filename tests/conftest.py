@@ -35,6 +35,11 @@ QUICK = [
 ]
 
 
+# In-process runs of the fixtures below: their own experiment, and no system-metrics sampler (a
+# thread per run, sharing the sqlite store with the run; tests/test_tracking.py switches it on).
+IN_PROCESS = ["tracking.experiment=test", "tracking.system_metrics=false"]
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
@@ -72,7 +77,7 @@ def make_cfg(tracking_uri: str) -> Callable[..., DictConfig]:
 
     def _make(*overrides: str, quick: bool = True) -> DictConfig:
         base = QUICK if quick else []
-        return compose_config([*base, f"tracking.uri={tracking_uri}", "tracking.experiment=test", *overrides])
+        return compose_config([*base, *IN_PROCESS, f"tracking.uri={tracking_uri}", *overrides])
 
     return _make
 
@@ -83,7 +88,7 @@ def make_run(tracking_uri: str, tmp_path: Path) -> Callable[..., tuple[DictConfi
 
     def _make(*overrides: str, out: str = "run", quick: bool = True) -> tuple[DictConfig, RunContext]:
         base = QUICK if quick else []
-        args = [*base, f"tracking.uri={tracking_uri}", "tracking.experiment=test", *overrides]
+        args = [*base, *IN_PROCESS, f"tracking.uri={tracking_uri}", *overrides]
         return compose_run(args, tmp_path / out)
 
     return _make

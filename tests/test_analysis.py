@@ -582,11 +582,3 @@ def test_each_plot_kind_has_its_own_help(capsys):
     with pytest.raises(SystemExit):
         cli.main(["plot", "heatmap", "--help"])
     assert "--pivot ROWKEY COLKEY" in capsys.readouterr().out
-
-
-def test_default_experiment_is_the_training_default():
-    from omegaconf import OmegaConf
-
-    from analysis.runs import default_experiment
-
-    assert default_experiment() == OmegaConf.load(REPO_DIR / "conf" / "config.yaml").tracking.experiment

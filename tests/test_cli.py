@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
-from cifarzoo.paths import REPO_DIR
+from cifarzoo.paths import DEFAULT_EXPERIMENT, REPO_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def test_acceptance_sweep_leaves_four_finished_runs(env, tmp_path):
     result = run_cli(args, env)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id])
     assert len(runs) == 4
     assert {r.info.status for r in runs} == {"FINISHED"}
     assert {(r.data.params["optim.lr"], r.data.params["seed"]) for r in runs} == {
@@ -41,15 +41,34 @@ def test_acceptance_sweep_leaves_four_finished_runs(env, tmp_path):
         assert r.data.params["model"] == "resnet_preact" and r.data.params["model.depth"] == "20"
         assert [m.step for m in client.get_metric_history(r.info.run_id, "test_error")] == [1, 2]
         assert Path(r.data.tags["output_dir"], "checkpoint.pt").exists()
+        assert [a.path for a in client.list_artifacts(r.info.run_id)] == ["config.yaml", "run.log"]  # Hydra's job log
 
 
-def test_bad_config_fails_with_one_line_before_training(env):
+def test_bad_config_fails_with_one_line_before_training(env, tmp_path):
     result = run_cli(["data=fake", "data.train_size=256", "data.test_size=64", "model.depth=21"], env, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1] == "cifarzoo: error: model.depth: ResNet-preact with basic blocks needs depth = 6n+2, n >= 1 (got 21)"
     assert "Traceback" not in result.stderr
     assert "epoch 1/" not in result.stdout + result.stderr
+    assert list((tmp_path / "outputs").rglob("*")) == [tmp_path / "outputs" / "runs"]  # no run dir left behind
+
+
+def test_a_refused_resume_writes_nothing_into_the_dir_it_refuses(env, tmp_path):
+    """`hydra.run.dir=X` with other overrides than the run X holds: refused (exit 2, one line),
+    and X's record of that run (.hydra/overrides.yaml, outcome.json, run.log) stays as it was."""
+    run_dir = tmp_path / "X"
+    args = ["data=fake", "data.train_size=128", "data.test_size=64", "model.depth=8", "train.epochs=1",
+            "train.device=cpu", f"hydra.run.dir={run_dir}"]
+    assert run_cli(args, env, timeout=300).returncode == 0
+    before = {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert b"optim.lr" not in before[".hydra/overrides.yaml"] and b"finished" in before["outcome.json"]
+    result = run_cli([*args, "optim.lr=0.3"], env, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"cifarzoo: error: hydra.run.dir: holds a checkpoint of a different configuration; use a fresh output dir "
+        f"(got '{run_dir}')")
+    assert {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
 
 
 def test_missing_dataset_files_fail_with_one_line(env, tmp_path):
@@ -66,7 +85,7 @@ RESUME_ARGS = ["data=fake", "data.train_size=1024", "data.test_size=256", "model
 
 def final_metrics(env: dict[str, str], run_dir: Path) -> tuple[str, dict[str, list[tuple[int, float]]]]:
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    exp = client.get_experiment_by_name("default")
+    exp = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     run = client.search_runs([exp.experiment_id], filter_string=f"tags.output_dir = '{run_dir}'")[0]
     keys = ("train_loss", "train_error", "test_loss", "test_error", "lr")
     history = {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)] for k in keys}

@@ -21,6 +21,7 @@ from cifarzoo.checkpoint import CheckpointError
 from cifarzoo.loop import Trainer
 from cifarzoo.runlock import LOCK_FILE, RunLock
 from cifarzoo.sweep import OUTCOME_FILE, failed_jobs, summarize, write_outcome
+from cifarzoo.paths import DEFAULT_EXPERIMENT
 from cifarzoo.task import train
 from cifarzoo.tracking import Tracker
 
@@ -175,7 +176,7 @@ def test_two_processes_started_on_one_run_dir_train_it_once(tmp_path):
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     assert steps(client, runs[0].info.run_id) == [1, 2]  # each epoch logged once
     log = "\n".join(outputs)
@@ -233,9 +234,82 @@ def test_a_finished_runs_result_is_never_downgraded_by_a_broken_checkpoint(make_
     (ctx.output_dir / "checkpoint.pt").write_bytes(b"garbage")
     (ctx.output_dir / "checkpoint.prev.pt").unlink(missing_ok=True)
     assert train(cfg, ctx) == error  # skipped: FINISHED before in this dir
-    assert outcome(ctx.output_dir) == "skipped"
+    assert outcome(ctx.output_dir) == "finished"  # the dir's record stays
     (run,) = runs_of(client)
     assert run.info.status == "FINISHED"
+
+
+# -- 3b. a job that does not train in a dir leaves it as it found it ---------------------------
+
+def as_hydra_would(directory: Path, overrides: str) -> None:
+    """What Hydra does in a job's dir before the task starts: its files, and the log opened."""
+    (directory / ".hydra").mkdir(parents=True, exist_ok=True)
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+        (directory / ".hydra" / name).write_text(f"- {overrides}\n")
+    (directory / "run.log").touch()
+
+
+def contents(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_plan_or_a_skip_of_the_run_a_dir_holds_writes_nothing_there(make_run, capsys, caplog, one_thread):
+    """Hydra has written the new job's files into the dir before the task runs; they go back to
+    the files of the run the dir holds, and no outcome or log line of the new job stays."""
+    caplog.set_level(logging.INFO, logger="cifarzoo")
+    cfg, ctx = make_run(*SMALL, "train.epochs=1", out="run")
+    as_hydra_would(ctx.output_dir, "optim.lr=0.1")
+    (ctx.output_dir / "run.log").write_text("the run's log\n")
+    train(cfg, ctx)
+    before = contents(ctx.output_dir)
+    assert before[".hydra/owner/overrides.yaml"] == b"- optim.lr=0.1\n" and before["run.log"] == b"the run's log\n"
+    capsys.readouterr()
+    jobs = [(("optim.lr=0.3", "+plan=true"), "plan: invalid", "hydra.run.dir: holds a checkpoint of a different configuration"),
+            (("+plan=true",), "plan: skip", "FINISHED before in this dir"),
+            ((), "", "")]  # a skip
+    for extra, plan, reason in jobs:
+        cfg, ctx = make_run(*SMALL, "train.epochs=1", *extra, out="run")
+        as_hydra_would(ctx.output_dir, " ".join(extra))
+        job_log = logging.FileHandler(ctx.output_dir / "run.log")  # the job's lines, as Hydra's handler writes them
+        logging.getLogger().addHandler(job_log)
+        try:
+            train(cfg, ctx)
+        finally:
+            logging.getLogger().removeHandler(job_log)
+            job_log.close()
+        line = capsys.readouterr().out
+        assert line.startswith(plan) and reason in line
+        assert contents(ctx.output_dir) == before
+
+
+def test_a_refused_single_runs_fresh_dir_goes_and_a_dir_with_anything_else_stays(tmp_path, monkeypatch):
+    from cifarzoo.jobdir import FoundDir
+
+    monkeypatch.setenv("CIFARZOO_OUTPUTS", str(tmp_path / "outputs"))
+    fresh = tmp_path / "outputs" / "runs" / "2026-01-01" / "12-00-00"
+    as_hydra_would(fresh, "model.depth=21")
+    found = FoundDir.look(fresh)
+    write_outcome(fresh, "failed", "model.depth: ...")
+    (fresh / "run.log").write_text("the refused job's lines\n")
+    found.leave(single_run=True)
+    assert not (tmp_path / "outputs" / "runs" / "2026-01-01").exists() and (tmp_path / "outputs" / "runs").is_dir()
+
+    kept = tmp_path / "mine"
+    (kept / "notes.txt").parent.mkdir()
+    (kept / "notes.txt").write_text("not Hydra's")
+    as_hydra_would(kept, "model.depth=21")
+    found = FoundDir.look(kept)
+    write_outcome(kept, "failed", "model.depth: ...")
+    (kept / "run.log").write_text("the refused job's lines\n")
+    found.leave(single_run=True)
+    assert sorted(contents(kept)) == [".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "notes.txt",
+                                      "run.log"]
+    assert (kept / "run.log").read_text() == ""  # empty, as found
+
+    (kept / "checkpoint.pt").write_bytes(b"a run's")  # a job dir of a sweep, or one that trained meanwhile: never removed
+    for single_run in (False, True):
+        FoundDir(kept, fresh=True).leave(single_run)
+        assert (kept / "checkpoint.pt").exists()
 
 
 # -- 4. a full disk ------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from conftest import QUICK, compose_config, run_cli
 from cifarzoo import checkpoint
 from cifarzoo.build import build_run
 from cifarzoo.loop import Interrupted, Requeued, Trainer
-from cifarzoo.paths import REPO_DIR
+from cifarzoo.paths import DEFAULT_EXPERIMENT, REPO_DIR
 
 
 def _no_cluster() -> str | None:
@@ -68,7 +68,7 @@ def job_name():
 
 def runs_of(env: dict[str, str]) -> tuple[MlflowClient, list]:
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    experiment = client.get_experiment_by_name("default")
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     assert experiment is not None
     return client, client.search_runs([experiment.experiment_id])
 
@@ -182,6 +182,26 @@ def test_slurm_job_signalled_mid_training_is_requeued_and_resumes_into_one_run(e
     assert steps(client, run, "train_time_s") == [4]
     assert "requeued" in run.data.tags and "interrupted" not in run.data.tags  # never marked KILLED
     assert run.data.params["train.world_size"] == str(tasks)
+
+
+@pytest.mark.slow
+@needs_cluster
+@pytest.mark.parametrize(("fields", "line"), [
+    (["hydra.launcher.gpus_per_node=0", "hydra.launcher.partition=nope"],
+     "hydra.launcher.partition: sbatch refused the job array (invalid partition specified: nope; Batch job submission "
+     "failed: Invalid partition name specified); `sinfo` lists the partitions (got 'nope')"),
+    ([],  # the default, one GPU per job, on the local cluster's partition without GPUs
+     "hydra.launcher.gpus_per_node: sbatch refused the job array (Invalid generic resource (gres) specification); "
+     "a partition without GPUs takes hydra.launcher.gpus_per_node=0 (got 1)"),
+], ids=["unknown-partition", "gpus-on-a-cpu-partition"])
+def test_a_job_array_sbatch_refuses_is_one_line_naming_the_launcher_field(env, tmp_path, job_name, fields, line):
+    args = ["-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", *fields,
+            f"hydra.launcher.name={job_name}", *QUICK, "model.depth=8", "seed=1,2"]
+    result = run_cli(args, env, timeout=120)
+    assert result.returncode == 2, (result.stdout + result.stderr)[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == f"cifarzoo: error: {line}"
+    assert "Traceback" not in result.stderr
+    assert list((tmp_path / "outputs").rglob("*")) == [tmp_path / "outputs" / "multirun"]  # no sweep dir left
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from conftest import run_cli
 from cifarzoo.errors import ConfigError
 from cifarzoo.loop import Trainer
 from cifarzoo.sweep import OUTCOME_FILE, summarize, write_outcome
+from cifarzoo.paths import DEFAULT_EXPERIMENT
 from cifarzoo.task import train
 from cifarzoo.tracking import Tracker
 
@@ -150,6 +151,6 @@ def test_local_parallel_launcher_runs_jobs_at_the_same_time(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "cifarzoo sweep: 2 finished (0 resumed), 0 failed, 0 skipped" in result.stdout
     client = MlflowClient(uri)
-    a, b = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    a, b = client.search_runs([client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id])
     assert {a.info.status, b.info.status} == {"FINISHED"}
     assert a.info.start_time < b.info.end_time and b.info.start_time < a.info.end_time  # they overlapped
