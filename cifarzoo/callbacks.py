@@ -83,7 +83,7 @@ def sweep_stopped(code: int) -> None:
         sweep = _RUNNING.pop()
         line, _ = summarize(sweep.sweep_dir)
         left = sweep.total - _jobs_done(sweep.sweep_dir)
-        print(f"{line}; stopped ({_why(code)}) with {left} of {sweep.total} jobs not done", flush=True)
+        print(f"{line}; stopped {_why(code)}: {left} of {sweep.total} jobs did not end", flush=True)
         print(f"cifarzoo: to resume the sweep (finished runs are skipped, interrupted ones resume from their "
               f"checkpoints): {rerun_command(sys.argv[1:])}", flush=True)
 
@@ -91,10 +91,10 @@ def sweep_stopped(code: int) -> None:
 def _why(code: int) -> str:
     if code > 128:
         try:
-            return signal.Signals(code - 128).name
+            return f"by {signal.Signals(code - 128).name}"
         except ValueError:
             pass
-    return f"exit {code}"
+    return f"with exit code {code}"
 
 
 def _sweep_jobs(config: DictConfig) -> list[list[str]]:
