@@ -23,6 +23,14 @@ FINISHED, FAILED, BAD_CONFIG, DIVERGED = 0, 1, 2, 3
 CTRL_C = 130  # 128 + SIGINT
 
 
+def worst(*codes: int) -> int:
+    """The exit code that says most of several (e.g. of a study's multiruns), in the order above;
+    a negative code (a child killed by signal n: -n) counts as 128+n."""
+    rank = {BAD_CONFIG: 3, FAILED: 2, DIVERGED: 1, FINISHED: 0}
+    as_exit = [128 - c if c < 0 else c for c in codes]
+    return max(as_exit, key=lambda c: (c > 128, rank.get(c, 2)), default=FINISHED)
+
+
 def rerun_command(args: list[str]) -> str:
     """`python run.py ARGS` as a shell line: this interpreter (as `python` when that is the one on
     PATH) and this script (as it was typed; `run.py` when not started as a script)."""

@@ -24,7 +24,7 @@ from cifarzoo.aug import Recipe
 from cifarzoo.data import DeviceData
 from cifarzoo.distributed import Ranks
 from cifarzoo.precision import Precision
-from cifarzoo.progress import Progress, format_eta
+from cifarzoo.progress import LossProbe, Progress, format_eta
 from cifarzoo.steps import EagerStep, TrainStep
 
 log = logging.getLogger("cifarzoo")
@@ -263,7 +263,8 @@ class Trainer:
         self.model.train()
         start = time.perf_counter()
         b = self.local_batch
-        shown = progress.epoch(self.epoch + 1, self.settings.epochs, self.step, self.steps_per_epoch, b, self.sums,
+        shown = progress.epoch(self.epoch + 1, self.settings.epochs, self.step, self.steps_per_epoch,
+                               self.settings.batch_size, LossProbe(self.sums, b),
                                self.elapsed_s / self.epoch if self.epoch else None)
         try:
             for step in range(self.step, self.steps_per_epoch):

@@ -42,7 +42,8 @@ def format_eta(seconds: float) -> str:
 
 
 class LossProbe:
-    """The epoch's running mean training loss, from the loop's running sums (loss sum, correct)."""
+    """The epoch's running mean training loss, from the loop's running sums (loss sum, correct) of
+    this rank's `images_per_step` images a step."""
 
     def __init__(self, sums: torch.Tensor, images_per_step: int) -> None:
         self.sums, self.images_per_step = sums, images_per_step
@@ -153,11 +154,11 @@ class Progress:
         self.bar = mode == "bar"
 
     def epoch(self, epoch: int, epochs: int, first_step: int, steps: int, images_per_step: int,
-              sums: torch.Tensor, epoch_s: float | None) -> EpochProgress:
-        """`epoch_s`: the mean time of the run's completed epochs (evaluation included), if any."""
+              probe: LossProbe, epoch_s: float | None) -> EpochProgress:
+        """`images_per_step`: over all ranks; `epoch_s`: the mean time of the run's completed
+        epochs (evaluation included), if any."""
         every_s = min(self.every_s, BAR_REFRESH_S) if self.bar else self.every_s
-        return self.start(epoch, epochs, first_step, steps, images_per_step,
-                          LossProbe(sums, images_per_step), epoch_s, every_s)
+        return self.start(epoch, epochs, first_step, steps, images_per_step, probe, epoch_s, every_s)
 
 
 def progress_from_config(train: DictConfig, shown: bool = True) -> Progress:

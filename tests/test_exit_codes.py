@@ -88,6 +88,12 @@ def test_a_failing_run_exits_1_with_its_traceback_from_the_task_down(run_py, tmp
     assert trace[-1] == "RuntimeError: building exploded"
 
 
+def test_the_worst_of_several_exit_codes():
+    from cifarzoo.exits import worst
+
+    assert [worst(0, 3), worst(3, 1), worst(2, 1), worst(1, 130), worst(0, -15), worst()] == [3, 1, 2, 130, 143, 0]
+
+
 def sweep_end(sweep_dir: Path, outcomes: list[str]) -> int:
     for i, outcome in enumerate(outcomes):
         write_outcome(sweep_dir / str(i), outcome)

@@ -52,7 +52,7 @@ def test_progress_off_logs_nothing_inside_epochs(make_run, caplog, one_thread):
 def test_the_bar_is_tqdms_with_images_per_s_loss_and_the_runs_eta(capsys):
     progress = Progress("bar", every_s=0)
     sums = torch.zeros(2, dtype=torch.float64)
-    epoch = progress.epoch(2, 5, 0, 4, 32, sums, epoch_s=60.0)
+    epoch = progress.epoch(2, 5, 0, 4, 32, LossProbe(sums, 32), epoch_s=60.0)
     for step in range(1, 5):
         sums[0] += 32 * 1.5  # a loss of 1.5 per image
         time.sleep(0.01)
