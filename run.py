@@ -1,9 +1,12 @@
-"""Train one configuration, or a sweep with `-m`: `python run.py -m model.depth=20,56 seed=1,2,3`."""
+"""Train one configuration, or a sweep with `-m`: `python run.py -m model.depth=20,56 seed=1,2,3`.
+Exit codes (`cifarzoo.exits`): 0 finished, 1 failed, 2 bad configuration, 3 diverged, 128+n signal."""
 
 import hydra
 from omegaconf import DictConfig
 
 import cifarzoo  # noqa: F401  (registers the config resolvers)
+from cifarzoo.callbacks import sweep_stopped
+from cifarzoo.exits import run_hydra_main
 from cifarzoo.task import main as task_main
 
 
@@ -13,4 +16,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main, on_stop=sweep_stopped)

@@ -17,8 +17,10 @@ from cifarzoo.errors import ConfigError
 GROUPS = ("model", "aug", "optim", "sched", "data", "precision")
 # `+key=true` switches of run.py (cifarzoo.task): the only top-level keys beyond conf/config.yaml's.
 SWITCHES = ("plan", "rerun_failed", "restart")
-# Keys that say where things are or how a sweep is driven, not what is trained: left out of `config_hash`.
-_LOCATION_KEYS = (("tracking",), ("data", "root"), ("data", "download"), ("seed",), ("plan",), ("rerun_failed",), ("restart",))
+# Keys that say where things are, how a sweep is driven or how progress is shown, not what is
+# trained: left out of `config_hash`.
+_LOCATION_KEYS = (("tracking",), ("data", "root"), ("data", "download"), ("seed",), ("plan",), ("rerun_failed",), ("restart",),
+                  ("train", "progress"), ("train", "progress_every_s"))
 
 
 @functools.lru_cache(maxsize=1)

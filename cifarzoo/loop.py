@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -23,11 +24,13 @@ from cifarzoo.aug import Recipe
 from cifarzoo.data import DeviceData
 from cifarzoo.distributed import Ranks
 from cifarzoo.precision import Precision
+from cifarzoo.progress import LossProbe, Progress, format_eta
 from cifarzoo.steps import EagerStep, TrainStep
 
 log = logging.getLogger("cifarzoo")
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+CTRL_C_LINE = b"\ncifarzoo: Ctrl-C: stopping after a checkpoint at the next step (Ctrl-C again stops at once, without one)\n"
 # Data-parallel ranks agree on a stop signal every this many steps (and at each epoch's last step):
 # one tiny all-reduce and host sync, where a one-process run checks a Python flag every step.
 STOP_CHECK_EVERY = 10
@@ -57,8 +60,11 @@ class Requeued(Interrupted):
 
 
 class StopSignals:
-    """Turns SIGTERM/SIGUSR1/SIGUSR2 into a flag the loop checks between steps.
+    """Turns SIGTERM/SIGINT/SIGUSR1/SIGUSR2 into a flag the loop checks between steps.
 
+    Ctrl-C (SIGINT) stops as SIGTERM does, with one line on stderr at once; a second Ctrl-C raises
+    KeyboardInterrupt wherever the run is (Python's default handler is back). A SIGINT ignored
+    when the loop starts (a background job of a non-interactive shell) stays ignored.
     A handler installed before ours (submitit's, in a SLURM job) gets the signal after the
     checkpoint is written (`hand_over`); plain runs have the default handlers: nothing changes."""
 
@@ -68,6 +74,9 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.write(2, CTRL_C_LINE)  # not print(): the signal may land inside a write to sys.stderr
 
     def hand_over(self) -> None:
         """Call the previous Python handler of the received signal, if there is one. If it ends
@@ -75,7 +84,7 @@ class StopSignals:
         returns (submitit logs and ignores SIGTERM), the caller stops as for a plain run."""
         signum = self.received
         previous = self._previous.get(signum) if signum is not None else None
-        if not callable(previous):  # SIG_DFL / SIG_IGN / None (not installed from Python)
+        if not callable(previous) or previous is signal.default_int_handler:  # SIG_DFL / SIG_IGN / None / Ctrl-C's
             return
         log.info("handing %s to the handler installed before the loop's", signal.Signals(signum).name)
         try:
@@ -85,7 +94,8 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         try:
-            self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
+            caught = [s for s in STOP_SIGNALS if not (s == signal.SIGINT and signal.getsignal(s) == signal.SIG_IGN)]
+            self._previous = {s: signal.signal(s, self._handle) for s in caught}
         except ValueError:  # not the main thread: signals cannot be caught here
             self._previous = {}
         return self
@@ -199,17 +209,19 @@ class Trainer:
             checkpoint.save_atomic(self.state_dict(rank_states), self.checkpoint_path)
 
     # -- the loop ----------------------------------------------------------------------
-    def fit(self) -> dict[str, float]:
-        """Train to `settings.epochs` from wherever the state is; return the last epoch's metrics."""
+    def fit(self, progress: Progress | None = None) -> dict[str, float]:
+        """Train to `settings.epochs` from wherever the state is; return the last epoch's metrics.
+        `progress`: what is shown inside each epoch (default: nothing)."""
+        progress = Progress() if progress is None else progress
         with StopSignals() as stop:
             while self.final is None:
-                self._run_epoch(stop)
+                self._run_epoch(stop, progress)
         return self.final
 
-    def _run_epoch(self, stop: StopSignals) -> None:
+    def _run_epoch(self, stop: StopSignals, progress: Progress) -> None:
         s = self.settings
         start = time.perf_counter()
-        self._train(stop)
+        self._train(stop, progress)
         epoch = self.epoch + 1
         count = self.steps_per_epoch * s.batch_size
         loss_sum, correct = self.ranks.sum_(self.sums.clone()).tolist()
@@ -233,11 +245,16 @@ class Trainer:
         if epoch == s.epochs:
             self.final = {**metrics, "train_time_s": self.elapsed_s}
         self.on_epoch(epoch, metrics)
-        log.info(_epoch_line(epoch, s.epochs, metrics))
+        log.info(_epoch_line(epoch, s.epochs, metrics) + self._eta())
         if epoch % s.checkpoint_every == 0 or self.final is not None:
             self.save()
 
-    def _train(self, stop: StopSignals) -> None:
+    def _eta(self) -> str:
+        """`  ETA 1h02m`: the run's remaining epochs at its mean epoch time so far ('' after the last)."""
+        left = self.settings.epochs - self.epoch
+        return f"  ETA {format_eta(self.elapsed_s / self.epoch * left)}" if left and self.epoch else ""
+
+    def _train(self, stop: StopSignals, progress: Progress) -> None:
         data = self.data
         if self.step == 0:
             self.perm = data.permutation(self.generator)
@@ -246,16 +263,23 @@ class Trainer:
         self.model.train()
         start = time.perf_counter()
         b = self.local_batch
-        for step in range(self.step, self.steps_per_epoch):
-            self.train_step(self.perm[step * b : (step + 1) * b])
-            self.step = step + 1
-            signum = self._stop_signal(stop)
-            if signum is not None:
-                self.epoch_train_s += time.perf_counter() - start
-                self.elapsed_s += time.perf_counter() - start
-                self.save()
-                stop.hand_over()
-                raise Interrupted(signum)
+        shown = progress.epoch(self.epoch + 1, self.settings.epochs, self.step, self.steps_per_epoch,
+                               self.settings.batch_size, LossProbe(self.sums, b),
+                               self.elapsed_s / self.epoch if self.epoch else None)
+        try:
+            for step in range(self.step, self.steps_per_epoch):
+                self.train_step(self.perm[step * b : (step + 1) * b])
+                self.step = step + 1
+                shown.step(self.step)
+                signum = self._stop_signal(stop)
+                if signum is not None:
+                    self.epoch_train_s += time.perf_counter() - start
+                    self.elapsed_s += time.perf_counter() - start
+                    self.save()
+                    stop.hand_over()
+                    raise Interrupted(signum)
+        finally:
+            shown.close()
         if data.device.type == "cuda":
             torch.cuda.synchronize(data.device)
         self.epoch_train_s += time.perf_counter() - start

@@ -83,11 +83,13 @@ def compose_job(job: list[str], cache: dict[tuple[str, ...], DictConfig], config
 
 
 def build_on_meta(cfg: DictConfig) -> None:
-    """Every part a run builds before its data, its optimizer and LR schedule included."""
+    """Every part a run builds before its data, its optimizer and LR schedule included (and its progress display)."""
     import torch
 
     from cifarzoo.build import build_components
+    from cifarzoo.progress import progress_from_config
 
+    progress_from_config(cfg.train)
     with torch.device("meta"):  # shapes only: big models build in milliseconds
         c = build_components(cfg)
         optimizer = c.optimizer_factory.build(c.model, c.settings.batch_size)

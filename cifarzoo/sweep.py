@@ -81,7 +81,7 @@ def vouches_for(directory: Path, run_id: str) -> bool:
 
 
 def write_outcome(job_dir: Path, outcome: str, detail: str = "") -> None:
-    """`outcome`: finished, resumed (finished after resuming), failed, skipped, skipped-failed
+    """`outcome`: finished, resumed (finished after resuming), failed, diverged, skipped, skipped-failed
     (FAILED before, not rerun), skipped-running (held by another live process), interrupted, or
     plan-run / plan-resume / plan-skip / plan-invalid. Written atomically; a failed write (a full disk) is one
     line in the log, and the summary then counts the job as having no outcome."""
@@ -121,7 +121,10 @@ def summarize(sweep_dir: Path) -> tuple[str, Counter[str]]:
         return f"cifarzoo plan: {', '.join(parts)}", counts
     finished = counts["finished"] + counts["resumed"]
     skipped = counts["skipped"] + counts["skipped-failed"] + counts["skipped-running"]
-    text = f"cifarzoo sweep: {finished} finished ({counts['resumed']} resumed), {counts['failed']} failed, {skipped} skipped"
+    text = f"cifarzoo sweep: {finished} finished ({counts['resumed']} resumed), {counts['failed']} failed"
+    if counts["diverged"]:
+        text += f", {counts['diverged']} diverged"
+    text += f", {skipped} skipped"
     if counts["skipped-failed"]:
         text += f" ({counts['skipped-failed']} FAILED before; +rerun_failed=true reruns them)"
     if counts["skipped-running"]:

@@ -19,10 +19,12 @@ from cifarzoo.checkpoint import CHECKPOINT_FILE, PREVIOUS_FILE, CheckpointError
 from cifarzoo.config import GROUPS, choice_name, config_hash, flatten, list_choices
 from cifarzoo.distributed import Ranks, RankZeroFailed, connect
 from cifarzoo.errors import ConfigError
+from cifarzoo.exits import DIVERGED, rerun_command
 from cifarzoo.jobdir import FoundDir
 from cifarzoo.loop import Diverged, EpochCallback, Interrupted, Parts, Requeued, Trainer
 from cifarzoo.models import count_parameters
 from cifarzoo.paths import default_tracking_uri
+from cifarzoo.progress import Progress, progress_from_config
 from cifarzoo.provenance import provenance
 from cifarzoo.runlock import RunLock, RunLocked, describe, holder
 from cifarzoo.sweep import Decision, decide, write_outcome
@@ -60,9 +62,10 @@ class RunContext:
 
 
 def main(cfg: DictConfig) -> float:
-    """Hydra task: bad configuration exits with one line on stderr, before any training. In a
-    multirun, a run that fails is recorded (MLflow FAILED + its outcome) and the sweep goes on;
-    the end-of-sweep summary counts it and makes the sweep exit non-zero."""
+    """Hydra task: bad configuration exits with one line on stderr, before any training (exit 2);
+    a diverged run exits 3, a stopped one 128+signal (`cifarzoo.exits`). In a multirun, a run
+    that fails or diverges is recorded (MLflow FAILED + its outcome) and the sweep goes on; the
+    end-of-sweep summary counts it and sets the sweep's exit code."""
     ctx = RunContext.from_hydra()
     found = FoundDir.look(ctx.output_dir)  # before this job writes there (Hydra already has)
     _pin_gpu(cfg)
@@ -73,6 +76,10 @@ def main(cfg: DictConfig) -> float:
         found.leave(single_run=not ctx.sweep)  # a refused job leaves no trace in its dir
         print(f"cifarzoo: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Diverged:  # recorded and logged
+        if ctx.sweep:
+            return math.nan
+        raise SystemExit(DIVERGED) from None
     except RankZeroFailed:  # rank 0 reports it
         raise SystemExit(1) from None
     except (CheckpointError, TrackingLost) as error:  # one line: what failed, where, and the way out
@@ -105,8 +112,10 @@ def _pin_gpu(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig, ctx: RunContext, ranks: Ranks = Ranks(), found: FoundDir | None = None) -> float:
-    """Train one configuration; return the test error (%) at the last epoch (NaN if diverged,
-    failed before, or only planned). In a data-parallel run every rank calls this; rank 0 decides
+    """Train one configuration; return the test error (%) at the last epoch (NaN if failed before
+    or only planned). A diverged run raises `Diverged` once recorded (MLflow FAILED, outcome
+    `diverged`); a stop signal raises SystemExit(128+n) after a checkpoint and one line naming
+    the command that resumes it. In a data-parallel run every rank calls this; rank 0 decides
     what to do and where, and alone writes the MLflow run, checkpoints and outcome. `found`: the
     job's output dir as the job found it (a job that does not train in a dir holding a run, a
     skip or a plan of that run, leaves it as found)."""
@@ -162,7 +171,21 @@ def _run(cfg: DictConfig, ctx: RunContext, ranks: Ranks, decision: Decision, run
         return decision.test_error
     try:
         error = _train_in(cfg, ctx, run_dir, resolved, chash, uri, ranks)
-    except SystemExit as stop:  # a stop signal after a checkpoint: rerunning resumes it
+    except Diverged as diverged:
+        record(ctx.output_dir, "diverged", str(diverged))
+        raise
+    except Interrupted as stop:  # a stop signal after a checkpoint: rerunning resumes it
+        record(ctx.output_dir, "interrupted", f"exit {128 + stop.signum}")
+        if ranks.is_main:
+            log.warning("%s; %s", stop, _how_to_resume(ctx, run_dir))
+        raise SystemExit(128 + stop.signum) from None
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        record(ctx.output_dir, "interrupted", "KeyboardInterrupt")
+        if ranks.is_main and checkpoint.exists(run_dir):
+            log.warning("stopped at once by Ctrl-C: the steps since the last checkpoint are lost; %s",
+                        _how_to_resume(ctx, run_dir))
+        raise
+    except SystemExit as stop:  # requeued (SLURM): the requeued job resumes it
         record(ctx.output_dir, "interrupted", f"exit {stop.code}")
         raise
     except BaseException as failure:
@@ -171,6 +194,12 @@ def _run(cfg: DictConfig, ctx: RunContext, ranks: Ranks, decision: Decision, run
     outcome = "failed" if math.isnan(error) else ("resumed" if decision.action == "resume" else "finished")
     record(ctx.output_dir, outcome, decision.reason)
     return error
+
+
+def _how_to_resume(ctx: RunContext, run_dir: Path) -> str:
+    if ctx.sweep:
+        return "rerunning the sweep's command resumes it"
+    return f"to resume: {rerun_command([*ctx.overrides, f'hydra.run.dir={run_dir}'])}"
 
 
 def _planned(cfg: DictConfig, decision: Decision) -> tuple[str, str]:
@@ -321,6 +350,7 @@ def _checkpoint_mismatch(state: dict, run_dir: Path, chash: str, world_size: int
 
 def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, chash: str, uri: str,
               ranks: Ranks) -> float:
+    progress = progress_from_config(cfg.train, shown=ranks.is_main)
     run = build_run(cfg, ranks)
     parts, model = run.parts, run.parts.model
     ckpt_path = run_dir / CHECKPOINT_FILE
@@ -331,7 +361,8 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
             raise mismatch
 
     if not ranks.is_main:
-        return _fit(_build_trainer(parts, ckpt_path, chash, state, on_epoch=lambda epoch, metrics: None), NO_TRACKING, 0.0)
+        return _fit(_build_trainer(parts, ckpt_path, chash, state, on_epoch=lambda epoch, metrics: None), NO_TRACKING, 0.0,
+                    progress)
     num_params = count_parameters(model)
     teacher_params, teacher_tags = distill.tracking_fields(run.teacher)
     params = {**flatten(resolved), **ctx.choices, "model.num_params": str(num_params), **teacher_params}
@@ -363,7 +394,7 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
         run.num_train, run.num_test, where, tracker.run_id,
     )
     log.info("training step: %s (%s)", run.step.kind, run.step.reason)
-    return _fit(trainer, tracker, float(cfg.tracking.get("wait_s", 120)))
+    return _fit(trainer, tracker, float(cfg.tracking.get("wait_s", 120)), progress)
 
 
 def _job_log(job_dir: Path) -> Path | None:
@@ -409,21 +440,20 @@ class _NoTracking:
 NO_TRACKING = _NoTracking()
 
 
-def _fit(trainer: Trainer, tracker: Tracker | _NoTracking, wait_s: float) -> float:
+def _fit(trainer: Trainer, tracker: Tracker | _NoTracking, wait_s: float, progress: Progress) -> float:
     try:
-        final = trainer.fit()
+        final = trainer.fit(progress)
     except Diverged as error:
         log.warning("run diverged: %s; marked FAILED", error)
         tracker.fail("diverged", diverged_epoch=str(error.epoch))
-        return math.nan
+        raise
     except Requeued as error:  # SLURM: submitit requeued the job, which resumes this run: it stays RUNNING
         tracker.requeued(str(error))
         log.warning("%s; the requeued job resumes from the checkpoint", error)
         raise SystemExit(error.code) from None
     except Interrupted as error:
         tracker.interrupted(str(error))
-        log.warning("%s; rerun with the same output dir to resume", error)
-        raise SystemExit(128 + error.signum) from None
+        raise
     except KeyboardInterrupt:
         tracker.interrupted("KeyboardInterrupt")
         raise

@@ -101,6 +101,18 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _run_to_its_end(command: list[str]) -> int:
+    """run.py's exit code. Ctrl-C reaches run.py too (one process group): it checkpoints, prints its
+    sweep's summary and exits 130, so this waits for it (subprocess.run would SIGKILL it 0.25 s
+    after the Ctrl-C, in the middle of its checkpoint)."""
+    child = subprocess.Popen(command, cwd=REPO_DIR)
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            continue
+
+
 def _run(args: argparse.Namespace) -> int:
     """`check` first (with the extra overrides): a study with a job that would not start runs nothing."""
     from sweeps.check import check_study
@@ -115,11 +127,15 @@ def _run(args: argparse.Namespace) -> int:
             print(f"sweeps: error: {args.study}: {len(problems)} problem(s) found by check; nothing was run",
                   file=sys.stderr, flush=True)
             return 2
+    from cifarzoo.exits import worst
+
     status = 0
     for overrides in study.multiruns():
         command = [sys.executable, str(REPO_DIR / "run.py"), "-m", *overrides, *args.overrides]
         print("sweeps: " + " ".join(_quote(c) for c in command[1:]), flush=True)
-        status = max(status, subprocess.run(command, cwd=REPO_DIR).returncode)
+        status = worst(status, _run_to_its_end(command))
+        if status > 128:  # stopped by a signal (Ctrl-C): not the next multirun
+            break
     return status
 
 

@@ -1,8 +1,9 @@
-"""run.py as users type it: a multirun sweep, one-line config errors, SIGKILL/SIGTERM + resume."""
+"""run.py as users type it: a multirun sweep, one-line config errors, SIGKILL/SIGTERM/Ctrl-C + resume."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from conftest import run_cli
+from cifarzoo import checkpoint
 from cifarzoo.paths import DEFAULT_EXPERIMENT, REPO_DIR
 
 pytestmark = pytest.mark.slow
@@ -92,14 +94,15 @@ def final_metrics(env: dict[str, str], run_dir: Path) -> tuple[str, dict[str, li
     return run.info.status, history
 
 
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+def start(args: list[str], env: dict[str, str], stdout: int = subprocess.DEVNULL) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(REPO_DIR / "run.py"), *args], cwd=REPO_DIR,
-                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env={**os.environ, **env}, stdout=stdout, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300, pattern: str = "") -> None:
+    """Until `path` exists (with `pattern`: until a file under it matches the glob)."""
     deadline = time.time() + timeout
-    while not path.exists():
+    while not (any(path.glob(pattern)) if pattern else path.exists()):
         assert proc.poll() is None, f"run ended before {path.name} appeared: {proc.stderr.read()[-2000:]}"
         assert time.time() < deadline
         time.sleep(0.05)
@@ -138,3 +141,47 @@ def test_interrupted_run_resumes_to_identical_metrics(uninterrupted, env, tmp_pa
     status, history = final_metrics(env, run_dir)
     assert status == "FINISHED"
     assert history == uninterrupted  # same values, each epoch logged exactly once
+
+
+def test_ctrl_c_checkpoints_marks_killed_and_prints_the_command_that_resumes(uninterrupted, env, tmp_path):
+    """Today's failure: exit 130 with no checkpoint of the epoch under way, the MLflow run left RUNNING."""
+    run_dir = tmp_path / "run"
+    proc = start([*RESUME_ARGS, f"hydra.run.dir={run_dir}"], env, stdout=subprocess.PIPE)
+    wait_for(run_dir / "checkpoint.pt", proc)  # written after epoch 1
+    time.sleep(0.3)  # inside epoch 2
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "cifarzoo: Ctrl-C: stopping after a checkpoint at the next step" in err and "Traceback" not in err
+    state = checkpoint.read(run_dir / "checkpoint.pt")
+    assert (state["epoch"], state["step"] > 0) == (1, True)  # the mid-epoch checkpoint
+    assert final_metrics(env, run_dir)[0] == "KILLED"
+    (line,) = [line for line in out.splitlines() if "to resume: " in line]
+    assert "stopped by SIGINT after writing a checkpoint" in line
+    command = shlex.split(line.split("to resume: ", 1)[1])
+    assert command[1] == str(REPO_DIR / "run.py") and command[-1] == f"hydra.run.dir={run_dir}"
+
+    rerun = subprocess.run(command, cwd=REPO_DIR, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "resuming from" in rerun.stdout
+    status, history = final_metrics(env, run_dir)
+    assert status == "FINISHED" and history == uninterrupted
+
+
+def test_ctrl_c_stops_a_multirun_with_its_summary_and_exit_130(env, tmp_path):
+    """Today's failure: a 45-line traceback, no summary."""
+    args = ["-m", "data=fake", "data.train_size=1024", "data.test_size=64", "model.depth=8", "train.epochs=2",
+            "train.batch_size=64", "train.device=cpu", "seed=1,2"]
+    proc = start(args, env, stdout=subprocess.PIPE)
+    wait_for(tmp_path / "outputs", proc, pattern="multirun/*/*/0/checkpoint.pt")  # job 0 after its epoch 1
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    assert ("cifarzoo sweep: 0 finished (0 resumed), 0 failed, 0 skipped, 1 interrupted; "
+            "stopped by SIGINT: 1 of 2 jobs did not end") in out
+    (resume,) = [line for line in out.splitlines() if line.startswith("cifarzoo: to resume the sweep")]
+    assert resume.endswith(shlex.join([str(REPO_DIR / "run.py"), *args]))
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    (run,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    assert run.info.status == "KILLED"

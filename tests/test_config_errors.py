@@ -35,6 +35,8 @@ from cifarzoo.tracking import sqlite_path
         ("train.step=graph", "train.step: graph cannot be used: train.device: a CUDA graph needs a CUDA device "
                              "(the run is on cpu) (got 'graph')"),
         ("train.step=fast", "train.step: must be auto, graph or eager (got 'fast')"),
+        ("train.progress=fancy", "train.progress: must be one of auto, bar, lines, off (got 'fancy')"),
+        ("train.progress_every_s=-1", "train.progress_every_s: must be a number of seconds >= 0 (got -1)"),
         ("+experimnt=wrn", "experimnt: unknown top-level key (a typo? experiments are +experiment=NAME"),
         ("+lr=0.3", "lr: unknown top-level key"),
         ("sched=multistep", "sched.milestones: must be epochs the run reaches: less than its 2 epochs (train.epochs) "

@@ -69,7 +69,7 @@ def test_sweeps_run_checks_the_study_first(tmp_path, capsys, monkeypatch):
     import subprocess
 
     started = []
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a))
     path = tmp_path / "s.yaml"
     path.write_text("title: t\nsource: s\nexperiment: e\noverrides: [data=fake]\ngrids:\n  - ['model.depth=8,20']\n")
     assert sweeps_main(["run", str(path), "model.depth=21", "hydra/launcher=slurm"]) == 2

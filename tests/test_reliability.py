@@ -18,7 +18,7 @@ import torch
 
 from cifarzoo import checkpoint
 from cifarzoo.checkpoint import CheckpointError
-from cifarzoo.loop import Trainer
+from cifarzoo.loop import Diverged, Trainer
 from cifarzoo.runlock import LOCK_FILE, RunLock
 from cifarzoo.sweep import OUTCOME_FILE, failed_jobs, summarize, write_outcome
 from cifarzoo.paths import DEFAULT_EXPERIMENT
@@ -369,7 +369,8 @@ def test_a_non_finite_test_loss_marks_the_run_diverged(make_run, client, monkeyp
 
     monkeypatch.setattr(Trainer, "evaluate", overflowing_test_logits)
     cfg, ctx = make_run(*SMALL, "train.epochs=3")
-    assert math.isnan(train(cfg, ctx))
+    with pytest.raises(Diverged):
+        train(cfg, ctx)
     (run,) = runs_of(client)
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"] == "diverged" and run.data.tags["diverged_epoch"] == "1"

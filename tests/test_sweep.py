@@ -127,8 +127,9 @@ def test_a_reinvoked_sweep_skips_what_finished_and_prints_a_summary(tmp_path):
     args = ["-m", "data=fake", "data.train_size=128", "data.test_size=64", "train.epochs=1", "train.batch_size=64",
             "train.device=cpu", "model.depth=8", "optim.lr=0.1,1e30"]  # the second diverges
     first = run_cli(args, env)
-    assert first.returncode == 1, first.stderr[-3000:]  # a sweep with a failed run exits non-zero
-    assert "cifarzoo sweep: 1 finished (0 resumed), 1 failed, 0 skipped" in first.stdout
+    assert first.returncode == 3, first.stderr[-3000:]  # a sweep whose only problem is a diverged run
+    assert "cifarzoo sweep: 1 finished (0 resumed), 0 failed, 1 diverged, 0 skipped" in first.stdout
+    assert "cifarzoo sweep: 1/2 done, ETA " in first.stdout
     second = run_cli(args, env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "cifarzoo sweep: 0 finished (0 resumed), 0 failed, 2 skipped (1 FAILED before" in second.stdout

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import CONF_DIR, train_until_killed
-from cifarzoo.loop import Trainer
+from cifarzoo.loop import Diverged, Trainer
 from cifarzoo.task import train
 
 EXPECTED_METRICS = {"train_loss", "train_error", "test_loss", "test_error", "lr", "epoch_time_s", "images_per_s",
@@ -84,9 +84,10 @@ def test_eval_every_skips_test_metrics_but_always_evaluates_last_epoch(make_run,
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_error")] == [1, 2, 3]
 
 
-def test_divergence_marks_run_failed_and_returns_nan(make_run, client):
+def test_divergence_marks_run_failed_and_raises_diverged(make_run, client):
     cfg, ctx = make_run("model.depth=8", "optim.lr=1e30", "train.epochs=3")
-    assert math.isnan(train(cfg, ctx))
+    with pytest.raises(Diverged):  # run.py: exit 3 (a sweep records it and goes on)
+        train(cfg, ctx)
     run = only_run(client)
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"] == "diverged"
