@@ -43,9 +43,9 @@ class FoundDir:
     def claim(self) -> None:
         """The job trains here: its Hydra files become the dir's record."""
         owner = self.path / HYDRA_DIR / OWNER_DIR
-        owner.mkdir(parents=True, exist_ok=True)
-        for name in HYDRA_FILES:
+        for name in HYDRA_FILES:  # none in a run started without Hydra (tests, `cifarzoo.task.train`)
             if (self.path / HYDRA_DIR / name).is_file():
+                owner.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(self.path / HYDRA_DIR / name, owner / name)
 
     def put_back(self, logs: bool = True) -> None:

@@ -19,7 +19,7 @@ from cifarzoo.build import build_run
 from cifarzoo.config import config_hash
 from cifarzoo.distill import Distillation, find_teacher, identity
 from cifarzoo.errors import ConfigError
-from cifarzoo.loop import Trainer
+from cifarzoo.loop import Diverged, Trainer
 from cifarzoo.preflight import build_on_meta
 from cifarzoo.task import train
 from cifarzoo.trained import find_run, load_model
@@ -217,7 +217,10 @@ def test_the_same_teacher_named_by_id_dir_or_checkpoint_is_one_identity(store, t
 @pytest.fixture(scope="module")
 def bad_teachers(store: Store, teacher) -> dict[str, str]:
     """Each bad teacher and the words its one-line error must hold."""
-    _, failed_id, _ = store.run("diverged", *TINY_MODEL, "optim.lr=1e30")
+    cfg, ctx = store.compose("diverged", *TINY_MODEL, "optim.lr=1e30")
+    with pytest.raises(Diverged):  # recorded as FAILED, then raised
+        train(cfg, ctx)
+    failed_id = store.run_id(ctx.output_dir)
     _, _, five_classes = store.run("five", *TINY_MODEL, "data.num_classes=5")
     stray = store.root / "stray"
     stray.mkdir()
