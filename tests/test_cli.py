@@ -183,5 +183,5 @@ def test_ctrl_c_stops_a_multirun_with_its_summary_and_exit_130(env, tmp_path):
     (resume,) = [line for line in out.splitlines() if line.startswith("cifarzoo: to resume the sweep")]
     assert resume.endswith(shlex.join([str(REPO_DIR / "run.py"), *args]))
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
-    (run,) = client.search_runs([client.get_experiment_by_name("default").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id])
     assert run.info.status == "KILLED"
