@@ -19,7 +19,7 @@ from cifarzoo.checkpoint import CHECKPOINT_FILE, PREVIOUS_FILE, CheckpointError
 from cifarzoo.config import GROUPS, choice_name, config_hash, flatten, list_choices
 from cifarzoo.distributed import Ranks, RankZeroFailed, connect
 from cifarzoo.errors import ConfigError
-from cifarzoo.exits import DIVERGED, rerun_command
+from cifarzoo.exits import BAD_CONFIG, DIVERGED, rerun_command
 from cifarzoo.jobdir import FoundDir
 from cifarzoo.loop import Diverged, EpochCallback, Interrupted, Parts, Requeued, Trainer
 from cifarzoo.models import count_parameters
@@ -163,6 +163,8 @@ def _run(cfg: DictConfig, ctx: RunContext, ranks: Ranks, decision: Decision, run
         if ranks.is_main:
             print(f"plan: {action:6s} {' '.join(ctx.overrides) or '(defaults)'}: {reason}", flush=True)
         record(ctx.output_dir, f"plan-{action}", reason)
+        if action == "invalid" and not ctx.sweep:  # as a multirun plan with an invalid job exits
+            raise SystemExit(BAD_CONFIG)
         return math.nan
     if decision.action == "skip":
         log.info("skipped: %s", decision.reason)

@@ -273,7 +273,12 @@ def test_a_plan_or_a_skip_of_the_run_a_dir_holds_writes_nothing_there(make_run, 
         job_log = logging.FileHandler(ctx.output_dir / "run.log")  # the job's lines, as Hydra's handler writes them
         logging.getLogger().addHandler(job_log)
         try:
-            train(cfg, ctx)
+            if plan == "plan: invalid":  # a single run's plan with an invalid job exits 2, as a multirun's
+                with pytest.raises(SystemExit) as exit_:
+                    train(cfg, ctx)
+                assert exit_.value.code == 2
+            else:
+                train(cfg, ctx)
         finally:
             logging.getLogger().removeHandler(job_log)
             job_log.close()
