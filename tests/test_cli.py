@@ -27,7 +27,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 def test_acceptance_sweep_leaves_four_finished_runs(env, tmp_path):
     args = ["-m", "model=resnet_preact", "model.depth=20", "optim.lr=0.1,0.2", "seed=1,2", "data=fake",
-            "train.epochs=2", "data.train_size=512", "data.test_size=256", "train.device=cpu"]
+            "train.epochs=2", "data.train_size=256", "data.test_size=128", "train.device=cpu"]
     result = run_cli(args, env)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
