@@ -163,6 +163,9 @@ def test_a_finished_run_logs_its_final_weights_as_an_mlflow_model(trained, monke
 
     run_dir, run_id, uri = trained
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # Loading puts the model's bundled code dir first on sys.path: undone after the test, or
+    # processes this worker spawns later (tests/test_distributed.py) import cifarzoo from there.
+    monkeypatch.setattr(sys, "path", list(sys.path))
     loaded = mlflow.pytorch.load_model(f"runs:/{run_id}/model")
     restored = load_trained(run_dir)  # the checkpoint's weights
     x01, _, _ = _inputs(run_dir)
