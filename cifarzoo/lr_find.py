@@ -205,13 +205,13 @@ def plot(record: RangeTest, suggestion: Suggestion, out: Path, title: str) -> Pa
 def log_run(cfg: DictConfig, choices: dict[str, str], overrides: Sequence[str], record: RangeTest,
             suggestion: Suggestion, figure: Path, run: BuiltRun) -> str:
     """The range test as its own MLflow run (tag kind=lr_find); returns its id."""
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric
 
     from cifarzoo.config import config_hash, flatten
     from cifarzoo.models import count_parameters
     from cifarzoo.paths import default_tracking_uri
     from cifarzoo.provenance import provenance
-    from cifarzoo.tracking import connect
+    from cifarzoo.tracking import connect, log_params
 
     uri = cfg.tracking.uri or default_tracking_uri()
     client, experiment_id = connect(uri, cfg.tracking.experiment)
@@ -223,9 +223,7 @@ def log_run(cfg: DictConfig, choices: dict[str, str], overrides: Sequence[str], 
             "lr_find.stopped": "diverged" if record.diverged_at is not None else "steps", **provenance(run.device)}
     mlflow_run = client.create_run(experiment_id, run_name=("lr_find " + " ".join(overrides))[:250], tags=tags)
     run_id = mlflow_run.info.run_id
-    listed = [Param(k, v) for k, v in params.items()]
-    for i in range(0, len(listed), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run_id, params=listed[i : i + 100])
+    log_params(client, run_id, params)
     now = int(mlflow_run.info.start_time)
     metrics = [Metric(name, value, now, i) for i, (lr, loss, smoothed) in
                enumerate(zip(record.lrs, record.losses, record.smoothed))

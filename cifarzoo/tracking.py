@@ -257,9 +257,7 @@ class Tracker:
         if model_logging not in ("True", "False"):
             raise ConfigError("tracking.log_model", "must be true or false", model_logging)
         tracker.model_logging = model_logging == "True"
-        missing = [Param(k, v) for k, v in params.items() if k not in existing]
-        for i in range(0, len(missing), _BATCH):
-            client.log_batch(run.info.run_id, params=missing[i : i + _BATCH])
+        log_params(client, run.info.run_id, {k: v for k, v in params.items() if k not in existing})
         client.log_text(run.info.run_id, config_yaml, "config.yaml")
         if log_file is not None:
             tracker.log_file = log_file
@@ -298,7 +296,7 @@ class Tracker:
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as error:  # e.g. a full disk: straight to the server, which may still take it
-            log.warning("cannot write %s (%s); uploading directly", self.outbox, _one_line(error))
+            log.warning("cannot write %s (%s); uploading directly", self.outbox, first_line(error))
             self.flush()
             self._upload([record])
             return
@@ -327,7 +325,7 @@ class Tracker:
                 self._keep(records[i:])
                 if not self._outage_reported:
                     log.warning("tracking server unreachable (%s); training goes on, metrics wait in %s",
-                                _one_line(error), self.outbox)
+                                first_line(error), self.outbox)
                     self._outage_reported = True
                 return False
         if self.outbox is not None:
@@ -358,7 +356,7 @@ class Tracker:
             self._sampler = SystemMetricsMonitor(self.run_id, sampling_interval=every_s, resume_logging=resume,
                                                  tracking_uri=uri)
         except (ImportError, *_OUTAGE) as error:  # psutil missing, or the store went away just now
-            log.warning("no system metrics for MLflow run %s: %s", self.run_id, _one_line(error))
+            log.warning("no system metrics for MLflow run %s: %s", self.run_id, first_line(error))
             return
         self._sampler.start()
 
@@ -382,7 +380,7 @@ class Tracker:
         try:
             self.client.log_artifact(self.run_id, str(self.log_file), self.log_artifact_dir)
         except _OUTAGE as error:
-            log.error("could not upload %s to MLflow run %s: %s", self.log_file, self.run_id, _one_line(error))
+            log.error("could not upload %s to MLflow run %s: %s", self.log_file, self.run_id, first_line(error))
 
     # -- the run's end -------------------------------------------------------------------------
     def log_model(self, network: Any, data: Any, step: int) -> None:
@@ -402,9 +400,9 @@ class Tracker:
                       tuple(data.test_x.shape[1:]), data.num_classes, step)
         except Exception as error:  # an artifact after training: never the reason a finished run fails
             log.warning("could not log the MLflow model of run %s (%s); its checkpoint holds the weights",
-                        self.run_id, _one_line(error))
+                        self.run_id, first_line(error))
             self._best_effort("tag the model failure",
-                              lambda: self.client.set_tag(self.run_id, "model_log_error", _one_line(error)))
+                              lambda: self.client.set_tag(self.run_id, "model_log_error", first_line(error)))
             return
         log.info("logged the final weights as MLflow model runs:/%s/model (%.1f s)", self.run_id,
                  time.perf_counter() - start)
@@ -424,7 +422,7 @@ class Tracker:
         try:
             self.client.set_terminated(self.run_id, "FINISHED")
         except _OUTAGE as error:
-            raise TrackingLost(f"could not mark MLflow run {self.run_id} FINISHED ({_one_line(error)}); "
+            raise TrackingLost(f"could not mark MLflow run {self.run_id} FINISHED ({first_line(error)}); "
                                "rerun the same command to finish it") from None
 
     def fail(self, reason: str, **tags: str) -> None:
@@ -449,12 +447,20 @@ class Tracker:
         try:
             call()
         except _OUTAGE as error:
-            log.error("could not %s of MLflow run %s: %s", what, self.run_id, _one_line(error))
+            log.error("could not %s of MLflow run %s: %s", what, self.run_id, first_line(error))
 
 
-def _one_line(error: BaseException) -> str:
+def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
+    """`params` in batches of MLflow's limit per `log_batch` call."""
+    listed = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(listed), _BATCH):
+        client.log_batch(run_id, params=listed[i : i + _BATCH])
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """An exception's message as one line for an error or log line (its type when it has none)."""
     text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]
+    return (text[0] if text else type(error).__name__)[:limit]
 
 
 def best_so_far(history: list[Metric]) -> tuple[float, int] | None:

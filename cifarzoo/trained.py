@@ -44,7 +44,7 @@ from cifarzoo.config import build, build_model
 from cifarzoo.data import ImageDataset
 from cifarzoo.errors import ConfigError
 from cifarzoo.export import Classifier, deployable
-from cifarzoo.tracking import RUN_FILE, check_reachable, recorded_run, sqlite_path
+from cifarzoo.tracking import RUN_FILE, check_reachable, first_line, recorded_run, sqlite_path
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 HYDRA_CONFIG = Path(".hydra") / "config.yaml"
@@ -165,7 +165,7 @@ def _mlflow_run(run_id: str, uri: str, key: str, store_key: str) -> Any:  # mlfl
     try:
         return MlflowClient(tracking_uri=uri).get_run(run_id)
     except MlflowException as error:
-        raise ConfigError(key, f"no MLflow run {run_id} in {uri} ({_first_line(error)})") from None
+        raise ConfigError(key, f"no MLflow run {run_id} in {uri} ({first_line(error, 200)})") from None
 
 
 def _output_dir(run: Any, key: str) -> Path:
@@ -191,7 +191,7 @@ def _config(run_dir: Path, run_id: str | None, uri: str | None, key: str) -> Dic
                 path = MlflowClient(tracking_uri=uri).download_artifacts(run_id, "config.yaml", tmp)
             except (MlflowException, OSError) as error:
                 raise ConfigError(key, f"cannot read MLflow run {run_id}'s config.yaml artifact "
-                                  f"({_first_line(error)})") from None
+                                  f"({first_line(error, 200)})") from None
             return _resolved(OmegaConf.load(path), Path(path), key)
     local = run_dir / HYDRA_CONFIG
     if not local.is_file():
@@ -204,7 +204,7 @@ def _resolved(cfg: Any, source: Path, key: str) -> DictConfig:
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as error:
-        raise ConfigError(key, f"the run's config {source} does not resolve ({_first_line(error)})") from None
+        raise ConfigError(key, f"the run's config {source} does not resolve ({first_line(error, 200)})") from None
     return cfg
 
 
@@ -221,11 +221,6 @@ def _no_progress_bar() -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = before
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def load_model(run: TrainedRun, device: torch.device, key: str, *, require_final: bool = True) -> TrainedModel:
@@ -246,7 +241,7 @@ def load_model(run: TrainedRun, device: torch.device, key: str, *, require_final
         model.load_state_dict(weights)  # ghost BN has BatchNorm2d's keys, and in eval mode its output
     except RuntimeError as error:
         raise ConfigError(key, f"{run.checkpoint}: its weights do not fit the network the run's config builds now "
-                          f"(the model code changed since?): {_first_line(error)}") from None
+                          f"(the model code changed since?): {first_line(error, 200)}") from None
     return TrainedModel(run, model.to(device).eval().requires_grad_(False), dataset, device,
                         int(state.get("epoch", 0)), int(state.get("step", 0)))
 
