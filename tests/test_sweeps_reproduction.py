@@ -258,3 +258,38 @@ def test_tricks_table_3_9_has_every_row_of_the_source():
         augs = row.settings["aug"].split("+")
         rows[tuple(int(n in augs) for n in names)] = (float(row.as_printed), row.seeds)
     assert rows == {marks: (accuracy, 1) for marks, accuracy in source.items()}
+
+
+def _rows_with(prefix: str, key: str, value: str) -> list[tuple[str, dict]]:
+    from sweeps.published import normal
+
+    return [(name, row.settings) for name in names() if name.startswith(prefix)
+            for row in published_rows(load(name)) if row.settings.get(key) == normal(value)]
+
+
+def test_hysts_rows_build_hysts_networks_of_the_time():
+    """Every shake-shake row of the h000/h001 studies predates hysts' fix 10892f7; their PyramidNet and
+    ResNet-preact bottleneck rows, and DenseNet-100 basic, are hysts' networks too (issue 23)."""
+    shake = _rows_with("h00", "model", "shake_shake")
+    assert len(shake) >= 10 and all(s.get("model.variant") == "hysts_2018" for _, s in shake)
+    bottleneck = [(n, s) for n, s in _rows_with("h00", "model", "pyramidnet") if s.get("model.block") == "bottleneck"]
+    assert bottleneck and all(s.get("model.stem_times_expansion") is True for _, s in bottleneck)
+    preact164 = [s for _, s in _rows_with("h00", "model", "resnet_preact") if s.get("model.depth") == 164]
+    assert len(preact164) == 2 and all(s.get("model.stage1_expansion") is False for s in preact164)
+    dense = [s for _, s in _rows_with("h00", "model", "densenet") if s.get("model.block") == "basic"]
+    assert len(dense) == 2 and all(s.get("model.stem_channels") == 24 for s in dense)
+
+
+def test_pprp_rows_shift_left_up_keep_the_stem_bias_and_step_the_schedule_before_each_epoch():
+    studies = ["tricks_shake64_steplr", "tricks_shake64_cosine300", "tricks_shake64_sam_cosine_ls",
+               "tricks_shake64_aug_combos", "tricks_half_data_models", "tricks_pyramidnet272_coop"]
+    for name in studies:
+        for row in published_rows(load(name)):
+            assert row.settings.get("sched.step_at") == "epoch_start", (name, row.selector)
+            if row.settings.get("model") == "shake_shake":
+                assert (row.settings.get("model.shortcut_shift"), row.settings.get("model.stem_bias")) == ("left_up", True)
+
+
+def test_the_2x96d_row_of_the_later_zoo_runs_the_early_readme_command():
+    (row,) = [r for r in published_rows(load("h001_cifar10_models")) if r.settings.get("model.base_channels") == 96]
+    assert (row.settings["train.batch_size"], row.settings["optim.lr"]) == (128, 0.2)
