@@ -196,7 +196,8 @@ def _headers(rep: Reproduction) -> tuple[list[str], str]:
     extra = [str(h) for h in (rep.study.published or {}).get("columns", {}).values()]
     ours = f"cifarzoo: {metric_name(rep.metric)} (as the source aggregated)"
     published = f"Published ({printed})" if printed else "Published"
-    return ["Model", *(header(k) for k in rep.columns), ours, published, *RUN_COLUMNS, *extra], printed
+    asked = [f"cifarzoo: {rep.agg} (--agg)"] if rep.agg != "median" else []  # median: the Median column
+    return ["Model", *(header(k) for k in rep.columns), ours, published, *RUN_COLUMNS, *asked, *extra], printed
 
 
 def _interval(stats: Stats, digits: int) -> str:
@@ -231,10 +232,12 @@ def display_rows(rep: Reproduction, digits: int = 2) -> tuple[list[str], list[li
             _interval(stats, digits),
             line.verdict,
             line.environment,
+            *([number(line.value) if ran else "-"] if rep.agg != "median" else []),
             *(v or "-" for v in row.columns.values()),
         ])
     numeric = [False, *(False for _ in rep.columns), True, True, True, True, True, True, True, True, False, False,
-               *(False for _ in headers[len(rep.columns) + 3 + len(RUN_COLUMNS):])]
+               *([True] if rep.agg != "median" else []),
+               *(False for _ in headers[len(rep.columns) + 3 + len(RUN_COLUMNS) + (rep.agg != "median"):])]
     return headers, rows, numeric
 
 

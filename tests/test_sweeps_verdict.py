@@ -56,7 +56,8 @@ def table(tmp_path_factory) -> dict:
                 store.client.set_tag(run_id, key, value)
     document = json.loads(_output(["table", str(path), f"tracking.uri={uri}", "--format", "json"]))
     markdown = _output(["table", str(path), f"tracking.uri={uri}"])
-    return {**document, "by_depth": {row["overrides"][-1]: row for row in document["rows"]}, "markdown": markdown}
+    return {**document, "by_depth": {row["overrides"][-1]: row for row in document["rows"]}, "markdown": markdown,
+            "args": [str(path), f"tracking.uri={uri}"]}
 
 
 def _output(args: list[str]) -> str:
@@ -180,3 +181,10 @@ def test_verdict_rules_without_a_store():
     assert verdict(three, 1.1, 0.3) == "reproduced" and verdict(three, 2.0, 0.3) == "differs"
     assert verdict(statistics([], "median of 3"), 1.0, 0.3) == "not run"
     assert verdict(three, None, 0.3) == "no number" and verdict(three, 1.1, 0.3, unknown_network=True) == "unknown network"
+
+
+def test_agg_adds_a_column_of_that_aggregate(table):
+    text = _output(["table", *table["args"], "--agg", "max"])
+    head, *lines = [[c.strip() for c in line.split("|")[1:-1]] for line in text.splitlines() if line.startswith("| ")]
+    assert head[-1] == "cifarzoo: max (--agg)"
+    assert next(line for line in lines if line[head.index("Median")] == "5.05")[-1] == "5.10"
