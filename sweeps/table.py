@@ -44,10 +44,13 @@ class Line:
     run_ids: list[str] = field(default_factory=list)
     values: list[float] = field(default_factory=list)  # each run's metric
     environments: list[str] = field(default_factory=list)  # each run's (sweeps.verdict.environment)
+    _stats: tuple | None = field(default=None, repr=False, compare=False)  # (values, Stats): bootstrap once
 
     @property
     def stats(self) -> Stats:
-        return statistics(self.values, self.row.aggregation)
+        if self._stats is None or self._stats[0] != self.values:
+            self._stats = (list(self.values), statistics(self.values, self.row.aggregation))
+        return self._stats[1]
 
     @property
     def difference(self) -> float:
