@@ -23,6 +23,21 @@ _LOCATION_KEYS = (("tracking",), ("data", "root"), ("data", "download"), ("seed"
                   ("train", "progress"), ("train", "progress_every_s"))
 
 
+# Keys added to an option after runs of it existed, at the value that builds what those runs
+# built: left out of `config_hash` at that value, so the earlier runs keep their hash (a sweep
+# still finds them finished). (group, the option's _target_ or "*" for any, key) -> value.
+HASH_NEUTRAL = {
+    ("model", "cifarzoo.models.shake_shake.ShakeShake", "variant"): "official",
+    ("model", "cifarzoo.models.shake_shake.ShakeShake", "shortcut_shift"): None,
+    ("model", "cifarzoo.models.shake_shake.ShakeShake", "stem_bias"): False,
+    ("model", "cifarzoo.models.pyramidnet.PyramidNet", "stem_times_expansion"): False,
+    ("model", "cifarzoo.models.resnet_preact.ResNetPreAct", "stage1_expansion"): True,
+    ("model", "cifarzoo.models.se_resnet_preact.SEResNetPreAct", "stage1_expansion"): True,
+    ("model", "cifarzoo.models.densenet.DenseNet", "stem_channels"): None,
+    ("sched", "*", "step_at"): "epoch_end",
+}
+
+
 @functools.lru_cache(maxsize=1)
 def top_level_keys() -> frozenset[str]:
     """The top-level keys a run's config may hold: conf/config.yaml's, the groups and the switches."""
@@ -92,6 +107,10 @@ def config_hash(resolved: dict[str, Any]) -> str:
         for key in path[:-1]:
             node = node.get(key, {})
         node.pop(path[-1], None)
+    for (group, target, key), value in HASH_NEUTRAL.items():
+        node = tree.get(group)
+        if isinstance(node, dict) and target in ("*", node.get("_target_")) and key in node and node[key] == value:
+            del node[key]
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

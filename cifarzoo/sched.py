@@ -30,6 +30,11 @@ option). The conventions follow hysts/pytorch_image_classification
   (`utils/controler.py` at c6e3861, 2021-10-24, table 3.8); its HEAD builds
   `CosineAnnealingWarmRestarts(T_0=10, T_mult=2, eta_min=1e-4)` instead, the warmup commented
   out (that is `sched=sgdr sched.t0=10 sched.t_mult=2`, with a floor).
+- `step_at: epoch_start` (default `epoch_end`) runs the whole schedule, warmup included, one
+  epoch ahead: every step takes the factor of the same step one epoch later, clamped at the
+  end of the run. That is a reference calling `scheduler.step()` before each epoch's training
+  (pprp/pytorch-cifar-tricks at 7bf6ee9, `train.py`): `multistep` decays land one epoch early
+  and the last `cosine` epoch runs at the floor (LR 0 by default).
 - `warmup: none` or `warmup_epochs: 0` means no warmup (as hysts' `_create_warmup`); then
   `warmup_epochs` is ignored and the main schedule runs over the whole run.
 """
@@ -44,6 +49,7 @@ import torch
 from cifarzoo.errors import is_int, require
 
 WARMUPS = ("none", "linear", "exponential", "linear_from_zero")
+STEP_AT = ("epoch_end", "epoch_start")
 
 
 class Schedule:
@@ -53,7 +59,9 @@ class Schedule:
     # and the tricks seed's GradualWarmupScheduler (multiplier 1) ramping from 0
     WARMUP_RAMP = {"linear": (1e-3, 1), "exponential": (1e-3, 4), "linear_from_zero": (0.0, 1)}
 
-    def __init__(self, warmup: str = "none", warmup_epochs: int = 0) -> None:
+    def __init__(self, warmup: str = "none", warmup_epochs: int = 0, step_at: str = "epoch_end") -> None:
+        require(step_at in STEP_AT, "sched.step_at", "must be epoch_end or epoch_start", step_at)
+        self.step_at = step_at
         require(warmup in WARMUPS, "sched.warmup", "must be none, linear, exponential or linear_from_zero", warmup)
         require(is_int(warmup_epochs) and warmup_epochs >= 0, "sched.warmup_epochs", "must be an int >= 0", warmup_epochs)
         self.warmup, self.warmup_epochs = warmup, warmup_epochs
@@ -71,6 +79,8 @@ class Schedule:
 
     def factor(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
         """The LR multiplier of `optim.lr` at optimizer step `step` (0-based) of the run."""
+        if self.step_at == "epoch_start":
+            step = min(step + steps_per_epoch, total_steps)
         warmup_steps = self.active_warmup_epochs() * steps_per_epoch
         if step < warmup_steps:
             s, p = self.WARMUP_RAMP[self.warmup]
@@ -93,8 +103,9 @@ def _check_floor(lr_min_factor: float) -> float:
 class Constant(Schedule):
     """`optim.lr` throughout (after the warmup, if any)."""
 
-    def __init__(self, warmup: str = "none", warmup_epochs: int = 0) -> None:
-        super().__init__(warmup, warmup_epochs)
+    def __init__(self, warmup: str = "none", warmup_epochs: int = 0,
+                 step_at: str = "epoch_end") -> None:
+        super().__init__(warmup, warmup_epochs, step_at)
 
     def decay(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
         return 1.0
@@ -103,8 +114,9 @@ class Constant(Schedule):
 class Cosine(Schedule):
     """Cosine annealing without restarts (Loshchilov & Hutter), from 1 to `lr_min_factor`."""
 
-    def __init__(self, lr_min_factor: float = 0.0, warmup: str = "none", warmup_epochs: int = 0) -> None:
-        super().__init__(warmup, warmup_epochs)
+    def __init__(self, lr_min_factor: float = 0.0, warmup: str = "none", warmup_epochs: int = 0,
+                 step_at: str = "epoch_end") -> None:
+        super().__init__(warmup, warmup_epochs, step_at)
         self.lr_min_factor = _check_floor(lr_min_factor)
 
     def decay(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
@@ -115,8 +127,9 @@ class Cosine(Schedule):
 class Linear(Schedule):
     """Linear decay per step from 1 to `lr_min_factor`, reached after the run's last step."""
 
-    def __init__(self, lr_min_factor: float = 0.0, warmup: str = "none", warmup_epochs: int = 0) -> None:
-        super().__init__(warmup, warmup_epochs)
+    def __init__(self, lr_min_factor: float = 0.0, warmup: str = "none", warmup_epochs: int = 0,
+                 step_at: str = "epoch_end") -> None:
+        super().__init__(warmup, warmup_epochs, step_at)
         self.lr_min_factor = _check_floor(lr_min_factor)
 
     def decay(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
@@ -128,8 +141,9 @@ class MultiStep(Schedule):
 
     def __init__(
         self, milestones: Sequence[int] = (100, 150), gamma: float = 0.1, warmup: str = "none", warmup_epochs: int = 0,
+        step_at: str = "epoch_end",
     ) -> None:
-        super().__init__(warmup, warmup_epochs)
+        super().__init__(warmup, warmup_epochs, step_at)
         milestones = list(milestones)
         require(
             all(isinstance(m, int) and m > 0 for m in milestones) and milestones == sorted(milestones),
@@ -160,8 +174,9 @@ class SGDR(Schedule):
 
     def __init__(
         self, t0: int = 10, t_mult: int = 1, lr_min_factor: float = 0.0, warmup: str = "none", warmup_epochs: int = 0,
+        step_at: str = "epoch_end",
     ) -> None:
-        super().__init__(warmup, warmup_epochs)
+        super().__init__(warmup, warmup_epochs, step_at)
         require(is_int(t0) and t0 >= 1, "sched.t0", "must be an int >= 1 (epochs)", t0)
         require(is_int(t_mult) and t_mult >= 1, "sched.t_mult", "must be an int >= 1", t_mult)
         self.t0, self.t_mult = t0, t_mult

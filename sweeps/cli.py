@@ -24,10 +24,13 @@ EPILOG = """examples:
   python -m sweeps table h000_mnist tracking.uri=sqlite:///other.db --format csv
   python -m sweeps report --out REPRODUCTION.md      # every study, from the MLflow store"""
 
-TABLE_HELP = """Per row of the study: cifarzoo's median over its runs (--agg), the number the source printed,
-the difference, runs finished / runs the study makes, min-max over them, and a verdict: reproduced
-(the published number within min-max widened by the study's tolerance: 0.2 pp on MNIST-like data,
-0.3 pp otherwise), differs, not run, no number. tracking.uri= / tracking.experiment= (and overrides
+TABLE_HELP = """Per row of the study: cifarzoo's statistic of the kind the source printed (median, mean, or its
+best run for a best of N), the number the source printed, the difference, runs finished / runs the study
+makes, median, mean, s.d., a 95% interval (t for a mean, bootstrap for a median or a best; n >= 3), the
+runs' environment, and a verdict (sweeps/verdict.py): reproduced (inside the interval; with n < 3
+within the study's tolerance: 0.2 pp on MNIST-like data, 0.3 pp otherwise), differs, inconclusive
+(n < 3 outside the tolerance, or an interval wider than 2 x tolerance), not run, no number, unknown
+network. --agg adds a column of that aggregate. tracking.uri= / tracking.experiment= (and overrides
 the study was run with, e.g. train.epochs=10 for a smoke run) may follow the study's name."""
 
 

@@ -1,7 +1,11 @@
 """The numbers a study's source printed, one per row of its grids, and how runs find their row.
 
     published:
-      printed: median of 3 runs                # how the source aggregated (a row may say its own)
+      printed: median of 3 runs                # the source's words for how it aggregated (a row may say its own)
+      aggregation: median of 3                 # median of N | mean of N | best of N | single run | unstated
+                                               # (read off `printed` when that says it; a row may say its own)
+      epoch: last                              # the epoch the source reports: last | best (a row may say its own;
+                                               # default: best where the study's metric is best_test_error)
       unit: error                              # or accuracy: the source printed accuracy, error = 100 - it
       columns: {paper: "Test Error (in paper)"}  # further columns of the source, shown as printed
       rows:                                    # the overrides that pick a row out -> what it printed
@@ -9,12 +13,17 @@
         "aug=cutout aug.cutout.size=6": 4.82
         "aug=mixup train.epochs=600": {error: 4.81, printed: 1 run}
         "precision=fp32 train.batch_size=8192": {reason: "no result in the source"}
+        "model.activation=relu model.norm=batch": {accuracy: 96.193, unknown_network: "network not in any commit"}
 
 A row of a study is one expanded job without its seed. A selector (space-separated `key=value`, no
 spaces inside a value; `!key`: the row does not set key) picks the rows whose overrides include all
 of its own; every row must be
 picked by exactly one selector and every selector must pick exactly one row. Values compare as
-values (`1e-4` = `0.0001`, `[80,120]` = `[80, 120]`), so a run's logged params find its row too."""
+values (`1e-4` = `0.0001`, `[80,120]` = `[80, 120]`), so a run's logged params find its row too.
+
+An entry with `unknown_network:` (why) is a row of the source that is not run: the network that made
+its number is not known. Its selector picks no job of the grids (the row is the study's overrides
+plus the selector's); `sweeps table` shows it with its number and the verdict `unknown network`."""
 
 from __future__ import annotations
 
@@ -27,9 +36,12 @@ from typing import Any
 
 from cifarzoo.config import GROUPS, choice_name
 from sweeps.study import Study, StudyError
+from sweeps.verdict import AggregationError, aggregation_from_printed, parse_aggregation
 
 UNITS = ("error", "accuracy")
-ENTRY_KEYS = {"error", "accuracy", "printed", "reason"}
+ENTRY_KEYS = {"error", "accuracy", "printed", "reason", "aggregation", "epoch", "unknown_network"}
+BLOCK_KEYS = {"printed", "aggregation", "epoch", "unit", "columns", "rows"}
+EPOCHS = ("last", "best")
 # Keys that say where or how often a job runs, not which row it is.
 NOT_ROW_KEYS = ("seed", "tracking.experiment", "tracking.uri")
 
@@ -47,6 +59,9 @@ class Row:
     as_printed: str = ""  # the number as the source printed it ("96.015" for an accuracy)
     reason: str = ""  # why there is no number
     columns: dict[str, str] = field(default_factory=dict)
+    aggregation: str = ""  # how the source aggregated: median of N | mean of N | best of N | single run | unstated
+    epoch: str = ""  # the epoch the source reports: last | best
+    unknown_network: str = ""  # why the row is not run: the network behind its number is not known
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -134,9 +149,12 @@ def _match(study: Study) -> tuple[list[Row], list[str]]:
     block = study.published
     if block is None:
         return rows, ["missing: every row needs the number its source printed, or a reason (sweeps/README.md)"]
-    unknown = set(block) - {"printed", "unit", "columns", "rows"}
+    unknown = set(block) - BLOCK_KEYS
     if unknown:
-        return rows, [f"unknown keys {sorted(unknown)} (allowed: columns, printed, rows, unit)"]
+        return rows, [f"unknown keys {sorted(unknown)} (allowed: {', '.join(sorted(BLOCK_KEYS))})"]
+    metric_epoch = "best" if study.metric.startswith("best_") else "last"
+    if block.get("epoch", metric_epoch) not in EPOCHS:
+        return rows, [f"epoch: must be last or best, the epoch whose number the source reports (got {block.get('epoch')!r})"]
     unit = block.get("unit", "error")
     columns = block.get("columns") or {}
     if unit not in UNITS:
@@ -149,18 +167,27 @@ def _match(study: Study) -> tuple[list[Row], list[str]]:
     wanted = [row.settings for row in rows]
     picked: dict[int, list[str]] = {i: [] for i in range(len(rows))}
     found: dict[str, dict[str, Any]] = {}
-    problems = []
+    problems, unrun = [], []
+    defaults = {"printed": str(block.get("printed", "")), "aggregation": block.get("aggregation"),
+                "epoch": block.get("epoch", metric_epoch)}
     for selector, entry in entries.items():
         try:
             tokens = str(selector).split()
             absent = {t[1:] for t in tokens if t.startswith("!")}
             pairs = dict(parse(o) for o in tokens if not o.startswith("!"))
-            found[selector] = _entry(entry, unit, columns, str(block.get("printed", "")))
+            found[selector] = _entry(entry, unit, columns, defaults)
         except StudyError as error:
             problems.append(f"{selector!r}: {error}")
             continue
         hits = [i for i, settings in enumerate(wanted)
                 if all(k in settings and settings[k] == v for k, v in pairs.items()) and not absent & set(settings)]
+        if found[selector]["unknown_network"]:
+            if hits or absent:
+                problems.append(f"{selector!r}: a row with unknown_network is not run: it must pick no job of the "
+                                f"grids and name its row by key=value only (picks {len(hits)})")
+            else:
+                unrun.append(Row((*study.overrides, *tokens), 0, selector, **found[selector]))
+            continue
         if len(hits) != 1:
             which = "no row" if not hits else f"{len(hits)} rows ({_rows_text(rows, hits)}); name the row by more overrides"
             problems.append(f"{selector!r} picks {which}")
@@ -175,10 +202,14 @@ def _match(study: Study) -> tuple[list[Row], list[str]]:
         Row(row.overrides, row.seeds, sel[0], **found[sel[0]]) if len(sel := picked[i]) == 1 and sel[0] in found else row
         for i, row in enumerate(rows)
     ]
-    return matched, problems
+    other = [row.selector for row in matched + unrun if row.error is not None and row.epoch != metric_epoch]
+    if other:
+        problems.append(f"epoch: {len(other)} rows report the {'last' if metric_epoch == 'best' else 'best'} epoch "
+                        f"({other[0]!r}, ...) but the study compares {study.metric} (metric:)")
+    return matched + unrun, problems
 
 
-def _entry(entry: Any, unit: str, columns: dict[str, str], printed: str) -> dict[str, Any]:
+def _entry(entry: Any, unit: str, columns: dict[str, str], defaults: dict[str, Any]) -> dict[str, Any]:
     if isinstance(entry, (int, float)) and not isinstance(entry, bool):
         entry = {unit: entry}
     if not isinstance(entry, dict):
@@ -190,17 +221,48 @@ def _entry(entry: Any, unit: str, columns: dict[str, str], printed: str) -> dict
     numbers = [k for k in ("error", "accuracy") if k in entry]
     if len(numbers) + ("reason" in entry) != 1:
         raise StudyError("needs exactly one of error, accuracy or reason")
+    unknown_network = entry.get("unknown_network", "")
+    if not isinstance(unknown_network, str) or "unknown_network" in entry and not unknown_network.strip():
+        raise StudyError("unknown_network: must say why the network behind the number is not known")
     if "reason" in entry:
         if not isinstance(entry["reason"], str) or not entry["reason"].strip():
             raise StudyError("reason: must say why the row has no number")
         return {"reason": entry["reason"].strip(), "printed": str(entry.get("printed", "")),
-                "columns": _columns(entry, columns)}
+                "columns": _columns(entry, columns), "unknown_network": unknown_network.strip()}
     value = entry[numbers[0]]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100 or math.isnan(value):
         raise StudyError(f"{numbers[0]}: must be a percentage (got {value!r})")
     error = round(100.0 - value, 6) if numbers[0] == "accuracy" else float(value)
-    return {"error": error, "printed": str(entry.get("printed", printed)), "as_printed": _text(value),
-            "columns": _columns(entry, columns)}
+    printed = str(entry.get("printed", defaults["printed"]))
+    return {"error": error, "printed": printed, "as_printed": _text(value), "columns": _columns(entry, columns),
+            "aggregation": _aggregation(entry, printed, defaults), "epoch": _epoch(entry, defaults),
+            "unknown_network": unknown_network.strip()}
+
+
+def _aggregation(entry: dict[str, Any], printed: str, defaults: dict[str, Any]) -> str:
+    """The row's own `aggregation:`, else what its own `printed:` says, else the study's."""
+    stated = entry.get("aggregation")
+    if stated is None and "printed" in entry:
+        stated = aggregation_from_printed(printed)
+    if stated is None:
+        stated = defaults["aggregation"] or aggregation_from_printed(defaults["printed"])
+    if stated is None and not printed.strip():
+        stated = "unstated"  # nothing printed about it
+    if stated is None:
+        raise StudyError(f"aggregation: state how the source aggregated ({printed!r} does not say): median of N, "
+                         "mean of N, best of N, single run or unstated")
+    try:
+        parse_aggregation(stated)
+    except AggregationError as error:
+        raise StudyError(f"aggregation: {error}") from None
+    return str(stated).strip()
+
+
+def _epoch(entry: dict[str, Any], defaults: dict[str, Any]) -> str:
+    epoch = entry.get("epoch", defaults["epoch"])
+    if epoch not in EPOCHS:
+        raise StudyError(f"epoch: must be last or best (got {epoch!r})")
+    return epoch
 
 
 def _columns(entry: dict[str, Any], columns: dict[str, str]) -> dict[str, str]:

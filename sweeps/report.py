@@ -1,13 +1,16 @@
 """`python -m sweeps report`: every study's reproduction table in one markdown file, from the MLflow
-store alone (nothing is trained): an overview, then per study its rows run, its verdicts, the table
-and its deviations from the source (the study's notes)."""
+store alone (nothing is trained): the verdict counts per seed document, an overview per study, then
+per study its rows run, its verdicts, the table and its deviations from the source (the study's notes)."""
 
 from __future__ import annotations
+
+import re
 
 from analysis.formats import markdown
 from analysis.runs import load_runs, open_client
 from sweeps.study import Study, load, names
 from sweeps.table import Reproduction, footer, reproduce, summary, table_markdown
+from sweeps.verdict import VERDICTS
 
 
 def experiments(uri: str) -> set[str]:
@@ -24,24 +27,46 @@ def reproduction(study: Study, uri: str, experiment: str | None = None, extra: l
     return reproduce(study, runs, extra, agg, metric, experiment_found=found, experiment=experiment)
 
 
+def seed_document(study: Study) -> str:
+    """The seed document a study reproduces: the first `NNN_name.txt` its `source:` names."""
+    found = re.search(r"\b\d{3}_[\w.-]+?\.txt\b", study.source)
+    return found.group(0) if found else "(unnamed)"
+
+
+def verdict_counts(reps: list[Reproduction]) -> list[list[str]]:
+    """Per seed document (and all): the rows and their counts per verdict."""
+    documents: dict[str, list[int]] = {}
+    for rep in reps:
+        counts = documents.setdefault(seed_document(rep.study), [0] * (1 + len(VERDICTS)))
+        counts[0] += len(rep.lines)
+        for i, name in enumerate(VERDICTS, start=1):
+            counts[i] += rep.counts[name]
+    table = [[name, *map(str, counts)] for name, counts in sorted(documents.items())]
+    total = [sum(int(row[i]) for row in table) for i in range(1, 2 + len(VERDICTS))]
+    return [*table, ["all", *map(str, total)]]
+
+
 def report(uri: str, studies: list[str] | None = None, digits: int = 2) -> str:
     known = experiments(uri)
     reps = [reproduction(load(name), uri, known=known) for name in studies or names()]
-    overview = [[f"[{r.study.name}](#{r.study.name})", str(len(r.lines)), str(r.run_rows), str(r.counts["reproduced"]),
-                 str(r.counts["differs"]), str(r.counts["not run"]), str(r.counts["no number"]), r.metric] for r in reps]
-    total = [sum(int(row[i]) for row in overview) for i in range(1, 7)]
-    head = ["Study", "Rows", "Run", "Reproduced", "Differs", "Not run", "No number", "Metric"]
+    overview = [[f"[{r.study.name}](#{r.study.name})", str(len(r.lines)), str(r.run_rows),
+                 *(str(r.counts[v]) for v in VERDICTS), r.metric] for r in reps]
+    total = [sum(int(row[i]) for row in overview) for i in range(1, 3 + len(VERDICTS))]
+    head = ["Study", "Rows", "Run", *(v.capitalize() for v in VERDICTS), "Metric"]
     text = [
         "# Reproduction of the seed tables",
         "",
         f"Every study of `sweeps/` against the MLflow store `{uri}` (`python -m sweeps report`; nothing is trained). "
-        "A row is *reproduced* when the published number lies within the min-max of cifarzoo's runs widened by the "
-        "study's tolerance (0.2 pp on MNIST-like data, 0.3 pp otherwise, unless the study states one).",
+        "Per row, cifarzoo's runs give n, median, mean, s.d. and a 95 % interval of the statistic the source printed "
+        "(t for a mean, bootstrap for a median or a best-of-N). A row is *reproduced* when the published number lies "
+        "inside that interval (with fewer than 3 runs: within the study's tolerance, 0.2 pp on MNIST-like data and "
+        "0.3 pp otherwise unless the study states one), *differs* when outside it, *inconclusive* with fewer than 3 "
+        "runs outside the tolerance or an interval wider than twice the tolerance (sweeps/verdict.py).",
         "",
-        f"Rows run {total[1]}/{total[0]}: reproduced {total[2]}, differs {total[3]}, not run {total[4]}"
-        + (f", without a published number {total[5]}" if total[5] else "") + ".",
+        markdown(["Seed document", "Rows", *(v.capitalize() for v in VERDICTS)], verdict_counts(reps),
+                 [False, *([True] * (1 + len(VERDICTS)))]),
         "",
-        markdown(head, [*overview, ["all", *map(str, total), ""]], [False, True, True, True, True, True, True, False]),
+        markdown(head, [*overview, ["all", *map(str, total), ""]], [False, *([True] * (2 + len(VERDICTS))), False]),
     ]
     for rep in reps:
         study = rep.study

@@ -1,11 +1,11 @@
-"""A study's reproduction table: per row cifarzoo's aggregate over its runs beside the number the
-source printed, their difference, the run count and min-max, and a verdict.
+"""A study's reproduction table: per row the statistics of cifarzoo's runs (n, median, mean, s.d., a
+95 % interval of the statistic the source printed) beside the number the source printed, their
+difference, the environment the runs trained in, and a verdict (sweeps/verdict.py):
+`reproduced`, `differs`, `inconclusive`, `not run`, `no number` or `unknown network`.
 
-A row is `reproduced` when the published number lies within cifarzoo's min-max over the row's runs
-widened by the tolerance (the study's `tolerance:`, else 0.2 pp on MNIST-like data and 0.3 pp
-otherwise), `differs` when it does not, `not run` without finished runs; a row whose source has no
-number says `no number`. Runs are found by their params: a run belongs to the row whose overrides
-it logged (the row with the most overrides when several fit, e.g. a widened row beside its default)."""
+The tolerance is the study's `tolerance:`, else 0.2 pp on MNIST-like data and 0.3 pp otherwise.
+Runs are found by their params: a run belongs to the row whose overrides it logged (the row with
+the most overrides when several fit, e.g. a widened row beside its default)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from typing import Any
 import pandas as pd
 
 from analysis.aggregate import aggregate, key_rank
-from analysis.formats import csv_text, latex, markdown, metric_header
+from analysis.formats import csv_text, latex, markdown
 from analysis.labels import display_value, format_duration, header, label, metric_name
 from sweeps.published import NOT_ROW_KEYS, Row, mismatches, normal, parse, published_rows
 from sweeps.study import Study
+from sweeps.verdict import VERDICTS, Stats, environment, environment_text, statistics, verdict
 
 MNIST_LIKE = {"mnist", "fashion_mnist", "kmnist"}
 TOLERANCE = {"mnist_like": 0.2, "other": 0.3}
-VERDICTS = ("reproduced", "differs", "not run", "no number")
 ROW_TAG = "tags.study_row"
 
 
@@ -42,19 +42,28 @@ class Line:
     high: float = math.nan
     train_time_s: float = math.nan
     run_ids: list[str] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)  # each run's metric
+    environments: list[str] = field(default_factory=list)  # each run's (sweeps.verdict.environment)
+    _stats: tuple | None = field(default=None, repr=False, compare=False)  # (values, Stats): bootstrap once
+
+    @property
+    def stats(self) -> Stats:
+        if self._stats is None or self._stats[0] != self.values:
+            self._stats = (list(self.values), statistics(self.values, self.row.aggregation))
+        return self._stats[1]
 
     @property
     def difference(self) -> float:
-        return self.value - self.row.error if self.row.error is not None and self.runs else math.nan
+        """Ours minus published, like with like: our median, mean or best as the source's aggregation."""
+        return self.stats.compared - self.row.error if self.row.error is not None and self.values else math.nan
 
     @property
     def verdict(self) -> str:
-        if self.row.error is None:
-            return "no number"
-        if not self.runs:
-            return "not run"
-        inside = self.low - self.tolerance - 1e-9 <= self.row.error <= self.high + self.tolerance + 1e-9
-        return "reproduced" if inside else "differs"
+        return verdict(self.stats, self.row.error, self.tolerance, bool(self.row.unknown_network))
+
+    @property
+    def environment(self) -> str:
+        return environment_text(self.environments)
 
 
 @dataclass
@@ -115,6 +124,11 @@ def reproduce(study: Study, runs: pd.DataFrame | None, extra: list[str] = (), ag
                 line.low, line.high = float(config[f"{metric}_min"]), float(config[f"{metric}_max"])
                 line.train_time_s = float(config["train_time_s"])
                 line.label = str(config["label"])  # from the runs' full params
+            by_id = mine.set_index("run_id")
+            for line in lines:
+                picked = [by_id.loc[run_id] for run_id in line.run_ids]
+                line.values = [float(run[f"metrics.{metric}"]) for run in picked]
+                line.environments = [environment(run.to_dict()) for run in picked]
     return Reproduction(study, lines, metric, agg, _columns(shown), excluded, unmatched, experiment_found,
                         experiment or study.experiment, [f"{k}={v}" for k, v in shared.items()])
 
@@ -176,56 +190,87 @@ def _fixed(value: float, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+RUN_COLUMNS = ("Difference", "n", "Median", "Mean", "S.d.", "95% interval", "Verdict", "Environment")
+STATISTIC = {"median": "median", "mean": "mean", "best": "best of ours"}
+
+
 def _headers(rep: Reproduction) -> tuple[list[str], str]:
-    seeds = Counter(line.row.seeds for line in rep.lines).most_common(1)[0][0]
     printed = str((rep.study.published or {}).get("printed", ""))
     extra = [str(h) for h in (rep.study.published or {}).get("columns", {}).values()]
-    ours = f"cifarzoo: {metric_header(rep.metric, rep.agg, seeds)}"
+    ours = f"cifarzoo: {metric_name(rep.metric)} (as the source aggregated)"
     published = f"Published ({printed})" if printed else "Published"
-    return ["Model", *(header(k) for k in rep.columns), ours, published, "Difference", "Runs", "Min-max", "Verdict", *extra], printed
+    asked = [f"cifarzoo: {rep.agg} (--agg)"] if rep.agg != "median" else []  # median: the Median column
+    return ["Model", *(header(k) for k in rep.columns), ours, published, *RUN_COLUMNS, *asked, *extra], printed
+
+
+def _interval(stats: Stats, digits: int) -> str:
+    if not stats.interval:
+        return "-"
+    method = "t" if stats.interval == "t" else "boot"
+    return f"{stats.low:.{digits}f}-{stats.high:.{digits}f} ({method})"
 
 
 def display_rows(rep: Reproduction, digits: int = 2) -> tuple[list[str], list[list[str]], list[bool]]:
     headers, printed = _headers(rep)
     rows = []
     for line in rep.lines:
-        row = line.row
+        row, stats = line.row, line.stats
         published = "n/a" if row.error is None else _fixed(row.error, digits)
         if row.error is not None and row.printed and row.printed != printed:
             published += f" ({row.printed})"
-        ran = line.runs > 0
+        ran = stats.n > 0
+
+        def number(value: float) -> str:
+            return f"{value:.{digits}f}" if math.isfinite(value) else "-"
+
+        ours = number(stats.compared) + (f" ({STATISTIC[stats.statistic]})" if ran and stats.statistic != "median" else "")
         rows.append([
             line.label,
             *(display_value(k, _display(line.row.settings).get(k, "")) for k in rep.columns),
-            f"{line.value:.{digits}f}" if ran else "-",
+            ours if ran else "-",
             published,
             f"{line.difference:+.{digits}f}" if math.isfinite(line.difference) else "-",
             f"{line.runs}/{row.seeds}",
-            f"{line.low:.{digits}f}-{line.high:.{digits}f}" if ran else "-",
+            number(stats.median), number(stats.mean), number(stats.sd),
+            _interval(stats, digits),
             line.verdict,
+            line.environment,
+            *([number(line.value) if ran else "-"] if rep.agg != "median" else []),
             *(v or "-" for v in row.columns.values()),
         ])
-    numeric = [False, *(False for _ in rep.columns), True, True, True, True, True, False,
-               *(False for _ in headers[len(rep.columns) + 7:])]
+    numeric = [False, *(False for _ in rep.columns), True, True, True, True, True, True, True, True, False, False,
+               *([True] if rep.agg != "median" else []),
+               *(False for _ in headers[len(rep.columns) + 3 + len(RUN_COLUMNS) + (rep.agg != "median"):])]
     return headers, rows, numeric
 
 
 def summary(rep: Reproduction) -> str:
     counts = rep.counts
     parts = [f"rows run {rep.run_rows}/{len(rep.lines)}",
-             f"reproduced {counts['reproduced']}, differs {counts['differs']}, not run {counts['not run']}"]
+             f"reproduced {counts['reproduced']}, differs {counts['differs']}, inconclusive {counts['inconclusive']}, "
+             f"not run {counts['not run']}"]
+    if counts["unknown network"]:
+        parts.append(f"unknown network {counts['unknown network']}")
     if counts["no number"]:
         parts.append(f"no published number {counts['no number']}")
     tolerances = sorted({line.tolerance for line in rep.lines})
     parts.append("tolerance " + "/".join(f"{t:g}" for t in tolerances) + " pp")
     parts.append(f"metric {rep.metric}")
+    parts.append("95% intervals: t for a mean, bootstrap for a median or a best (n >= 3)")
     if rep.experiment != rep.study.experiment:
         parts.append(f"runs of experiment {rep.experiment}")
     return "; ".join(parts)
 
 
 def footer(rep: Reproduction) -> list[str]:
-    notes = [f"n/a ({line.label}): {line.row.reason}" for line in rep.lines if line.row.error is None]
+    notes = [f"unknown network ({line.label}): {line.row.unknown_network}" for line in rep.lines if line.row.unknown_network]
+    notes += [f"n/a ({line.label}): {line.row.reason}" for line in rep.lines
+              if line.row.error is None and not line.row.unknown_network]
+    notes += [f"best of {line.row.aggregation.split()[-1]} ({line.label}): the source kept its best run; compared with "
+              f"the best of cifarzoo's {line.runs}" for line in rep.lines
+              if line.row.aggregation.startswith("best") and line.runs]
+    notes += [f"mixed environments ({line.label}): " + "; ".join(sorted(set(line.environments)))
+              for line in rep.lines if len(set(line.environments)) > 1]
     if not rep.experiment_found:
         notes.append(f"no runs yet: experiment {rep.experiment!r} is not in the store")
     if rep.shared:
@@ -256,29 +301,46 @@ def table_markdown(rep: Reproduction, digits: int = 2) -> str:
 def to_csv(rep: Reproduction) -> str:
     columns = list((rep.study.published or {}).get("columns", {}))
     head = ["Model", *(header(k) for k in rep.columns), metric_name(rep.metric), "Published", "Published runs",
-            "Difference", "Runs", "Study runs", "Min", "Max", "Verdict", *columns, "Reason"]
-    body = [[line.label, *(_display(line.row.settings).get(k, "") for k in rep.columns), _num(line.value),
-             _num(line.row.error), line.row.printed, _num(line.difference), str(line.runs), str(line.row.seeds),
-             _num(line.low), _num(line.high), line.verdict, *line.row.columns.values(), line.row.reason]
-            for line in rep.lines]
+            "Aggregation", "Epoch", "Compared", "Statistic", "Difference", "Runs", "Study runs", "Median", "Mean", "SD",
+            "Low", "High", "Interval", "Min", "Max", "Verdict", "Environment", *columns, "Reason"]
+    body = []
+    for line in rep.lines:
+        stats = line.stats
+        body.append([line.label, *(_display(line.row.settings).get(k, "") for k in rep.columns), _num(line.value),
+                     _num(line.row.error), line.row.printed, line.row.aggregation, line.row.epoch, _num(stats.compared),
+                     stats.statistic, _num(line.difference), str(line.runs), str(line.row.seeds), _num(stats.median),
+                     _num(stats.mean), _num(stats.sd), _num(stats.low), _num(stats.high), stats.interval,
+                     _num(line.low), _num(line.high), line.verdict, line.environment, *line.row.columns.values(),
+                     line.row.unknown_network or line.row.reason])
     return csv_text([head, *body])
 
 
 def to_json(rep: Reproduction) -> dict[str, Any]:
     counts = rep.counts
-    return {
-        "study": rep.study.name, "title": rep.study.title, "source": rep.study.source,
-        "experiment": rep.experiment, "shared_overrides": rep.shared, "metric": rep.metric, "agg": rep.agg,
-        "summary": {"rows": len(rep.lines), "rows_run": rep.run_rows, **{v: counts[v] for v in VERDICTS}},
-        "rows": [{
+    rows = []
+    for line in rep.lines:
+        stats = line.stats
+        rows.append({
             "model": line.label, "overrides": list(line.row.overrides), "selector": line.row.selector,
             rep.metric: _float(line.value), "min": _float(line.low), "max": _float(line.high),
             "runs": line.runs, "study_runs": line.row.seeds, "published": line.row.error,
             "published_as_printed": line.row.as_printed or None, "printed": line.row.printed,
-            "reason": line.row.reason or None, "columns": line.row.columns, "difference": _float(line.difference),
-            "tolerance": line.tolerance, "verdict": line.verdict, "train_time_s": _float(line.train_time_s),
+            "aggregation": line.row.aggregation or None, "epoch": line.row.epoch or None,
+            "reason": line.row.reason or None, "unknown_network": line.row.unknown_network or None,
+            "columns": line.row.columns,
+            "n": stats.n, "median": _float(stats.median), "mean": _float(stats.mean), "sd": _float(stats.sd),
+            "compared": _float(stats.compared), "statistic": stats.statistic,
+            "interval": {"low": _float(stats.low), "high": _float(stats.high), "method": stats.interval or None},
+            "difference": _float(line.difference), "tolerance": line.tolerance, "verdict": line.verdict,
+            "environment": line.environment, "environments": sorted(set(line.environments)),
+            "train_time_s": _float(line.train_time_s),
             "training_time": format_duration(line.train_time_s) if line.runs else None, "run_ids": line.run_ids,
-        } for line in rep.lines],
+        })
+    return {
+        "study": rep.study.name, "title": rep.study.title, "source": rep.study.source,
+        "experiment": rep.experiment, "shared_overrides": rep.shared, "metric": rep.metric, "agg": rep.agg,
+        "summary": {"rows": len(rep.lines), "rows_run": rep.run_rows, **{v: counts[v] for v in VERDICTS}},
+        "rows": rows,
         "notes": footer(rep),
     }
 
@@ -296,5 +358,5 @@ def published_markdown(study: Study, digits: int = 2) -> str:
     """The study's rows with the numbers its source printed (for `sweeps show`), before any run."""
     rep = reproduce(study, None)
     headers, rows, numeric = display_rows(rep, digits)
-    keep = [i for i, h in enumerate(headers) if not h.startswith("cifarzoo:") and h not in ("Difference", "Runs", "Min-max", "Verdict")]
+    keep = [i for i, h in enumerate(headers) if not h.startswith("cifarzoo:") and h not in RUN_COLUMNS]
     return markdown([headers[i] for i in keep], [[row[i] for i in keep] for row in rows], [numeric[i] for i in keep])

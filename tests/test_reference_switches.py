@@ -1,7 +1,10 @@
 """Switches that build what the seeds' original code did where it differs from the paper:
 hysts' VGG with one ReLU per stage, the architecture study's ResNets without identity skips and
 with stem-only norm variants, hysts' --fp16 (BatchNorm in float32, loss in half) and the tricks
-seed's black Random Erasing box. Each changes what it says; the defaults are today's networks."""
+seed's black Random Erasing box; hysts' early shake-shake, PyramidNet stem, ResNet-preact-164 stage 1
+and DenseNet stem, the shake-shake shortcut shift and pprp's stem bias, and a scheduler stepped before
+each epoch (issue 23). Each changes what it says; the defaults are today's networks, with their
+config_hash unchanged."""
 
 from __future__ import annotations
 
@@ -183,3 +186,186 @@ def test_random_erasing_black_in_a_run_erases_to_uint8_zero():
 def test_random_erasing_black_needs_the_normalisation():
     with pytest.raises(RuntimeError, match="fill=black needs the dataset's normalisation"):
         RandomErasing(prob=1.0, fill="black")(torch.zeros(2, 3, 8, 8), torch.Generator())
+
+
+# -- issue 23: the networks and schedule of the code that made the study numbers ---------------
+# Counts of hysts' early code (107b946, built from the reference files), of pprp's stem with its
+# bias, and of the paper/official networks that stay the defaults.
+
+@pytest.mark.parametrize(("overrides", "reference", "default"), [
+    (("model=shake_shake", "model.variant=hysts_2018"), 2_932_266, 2_923_162),
+    (("model=shake_shake", "model.stem_bias=true"), 2_923_162 + 16, 2_923_162),
+    (("model=shake_shake", "model.shortcut_shift=left_up"), 2_923_162, 2_923_162),
+    (("model=pyramidnet", "model.block=bottleneck", "model.depth=164", "model.stem_times_expansion=true"),
+     27_218_517, 27_216_021),
+    (("model=resnet_preact", "model.block=bottleneck", "model.depth=164", "model.stage1_expansion=false"),
+     1_619_290, 1_703_258),
+    (("model=densenet", "model.block=basic", "model.depth=100", "model.compression=1.0", "model.stem_channels=24"),
+     7_083_538, 6_979_642),
+])
+def test_reference_switch_builds_the_reference_count_and_the_default_the_paper(overrides, reference, default):
+    assert count_parameters(model_of(*overrides, meta=True)) == reference
+    assert count_parameters(model_of(*overrides[:-1], meta=True)) == default
+
+
+def test_pyramidnet_stem_times_expansion_widens_only_the_stem_and_the_first_unit_input():
+    early = model_of("model=pyramidnet", "model.block=bottleneck", "model.depth=164", "model.stem_times_expansion=true",
+                     meta=True)
+    assert (early.conv.out_channels, early.bn0.num_features) == (64, 64)
+    assert early.stages[0][0].branch[1].in_channels == 64  # the first unit's conv1x1 (after its BN)
+    basic = model_of("model=pyramidnet", "model.stem_times_expansion=true", meta=True)
+    assert basic.conv.out_channels == 16  # basic units: expansion 1
+
+
+def test_resnet_preact_stage1_without_expansion_keeps_16_channels_and_4_wide_bottlenecks():
+    hysts = model_of("model=resnet_preact", "model.block=bottleneck", "model.depth=164",
+                     "model.stage1_expansion=false", meta=True)
+    first, second = hysts.stages[0][0], hysts.stages[1][0]
+    assert (first.conv1.in_channels, first.conv1.out_channels, first.conv3.out_channels) == (16, 4, 16)
+    assert isinstance(first.shortcut, nn.Identity)  # 16 in, 16 out: hysts' stage 1 has no projection
+    assert (second.conv1.in_channels, second.conv3.out_channels) == (16, 128)
+
+
+def test_densenet_stem_channels_sets_the_stem_and_null_keeps_the_papers_rule():
+    assert model_of("model=densenet", "model.block=basic", "model.depth=40", "model.compression=1.0",
+                    "model.stem_channels=24", meta=True).conv.out_channels == 24
+    assert model_of("model=densenet", "model.block=basic", "model.depth=40", "model.compression=1.0",
+                    meta=True).conv.out_channels == 16
+
+
+def test_shake_shake_hysts_2018_layout():
+    early = model_of("model=shake_shake", "model.variant=hysts_2018", meta=True)
+    official = model_of("model=shake_shake", meta=True)
+    assert early.stem[0].out_channels == 32 and isinstance(early.stem[-1], nn.ReLU)
+    assert official.stem[0].out_channels == 16 and not isinstance(official.stem[-1], nn.ReLU)
+    assert isinstance(early.stages[0][0].shortcut, nn.Identity)
+    assert not isinstance(official.stages[0][0].shortcut, nn.Identity)
+    assert isinstance(early.head, nn.Identity) and isinstance(official.head, nn.ReLU)
+    assert early.stages[1][0].shortcut.shift == "left_up" and official.stages[1][0].shortcut.shift == "right_down"
+    overridden = model_of("model=shake_shake", "model.variant=hysts_2018", "model.shortcut_shift=right_down", meta=True)
+    assert overridden.stages[2][0].shortcut.shift == "right_down"
+
+
+def test_shake_shake_hysts_2018_pools_negative_features_and_its_stem_output_is_non_negative():
+    model = model_of("model=shake_shake", "model.variant=hysts_2018", "model.depth=8", "model.base_channels=4").eval()
+    seen = {}
+    model.stem.register_forward_hook(lambda m, i, out: seen.setdefault("stem", out))
+    model.stages.register_forward_hook(lambda m, i, out: seen.setdefault("stages", out))
+    logits = model(torch.randn(2, 3, 16, 16))
+    assert (seen["stem"] >= 0).all() and (seen["stages"] < 0).any()
+    pooled = seen["stages"].mean((2, 3))  # no ReLU between the last block and the pooling
+    assert torch.allclose(logits, model.fc(pooled), atol=1e-6)
+
+
+@pytest.mark.parametrize(("shift", "sampled"), [("right_down", (-1, -1)), ("left_up", (1, 1))])
+def test_shortcut_shift_direction_by_hand(shift, sampled):
+    from cifarzoo.models.shake_shake import TwoPathShortcut
+
+    skip = TwoPathShortcut(1, 2, stride=2, shift=shift).eval()
+    with torch.no_grad():
+        skip.conv1.weight.fill_(1.0)
+        skip.conv2.weight.fill_(1.0)
+    x = torch.arange(1.0, 17.0).view(1, 1, 4, 4)
+    y = skip(x)[0, 1] * (1 + skip.bn.eps) ** 0.5  # path 2, BN's eval scaling undone
+    dy, dx = sampled  # path 2 at output (i, j) sees input pixel (2i + dy, 2j + dx), 0 outside
+    expected = torch.tensor([[x[0, 0, 2 * i + dy, 2 * j + dx].item() if 0 <= 2 * i + dy < 4 and 0 <= 2 * j + dx < 4
+                              else 0.0 for j in range(2)] for i in range(2)])
+    assert torch.allclose(y, expected)
+
+
+def test_shake_shake_stem_bias_is_on_the_stem_conv_only():
+    model = model_of("model=shake_shake", "model.stem_bias=true", meta=True)
+    assert model.stem[0].bias is not None
+    assert all(m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d) and m is not model.stem[0])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (("model=shake_shake", "model.variant=hysts"), r"^model.variant: must be official or hysts_2018"),
+    (("model=shake_shake", "model.shortcut_shift=up"), r"^model.shortcut_shift: must be right_down, left_up or null"),
+    (("model=shake_shake", "model.stem_bias=1"), r"^model.stem_bias: must be true or false"),
+    (("model=shake_shake", "model.branch=bottleneck", "model.depth=29", "model.variant=hysts_2018"),
+     r"^model.branch: model.variant, model.shortcut_shift and model.stem_bias apply to basic branches only"),
+    (("model=pyramidnet", "model.stem_times_expansion=yes"), r"^model.stem_times_expansion: must be true or false"),
+    (("model=resnet_preact", "model.stage1_expansion=0"), r"^model.stage1_expansion: must be true or false"),
+    (("model=densenet", "model.stem_channels=0"), r"^model.stem_channels: must be an int >= 1 or null"),
+])
+def test_reference_switches_reject_bad_values(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        model_of(*overrides, meta=True)
+
+
+# -- sched.step_at: the scheduler stepped before each epoch (pprp 7bf6ee9) ---------------------
+
+def epoch_lrs(*overrides: str, steps: int = 2, epochs: int = 4) -> list[float]:
+    """The LR of each epoch's first and last step under the composed schedule (optim.lr 0.1)."""
+    from cifarzoo.config import build
+
+    schedule = build(compose_config(list(overrides)).sched)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched, seen = schedule.build(opt, steps, epochs), []
+    for _ in range(steps * epochs):
+        seen.append(round(opt.param_groups[0]["lr"], 9))
+        opt.step()
+        sched.step()
+    return seen
+
+
+def test_step_at_epoch_start_lands_multistep_decays_one_epoch_early():
+    end = epoch_lrs("sched=multistep", "sched.milestones=[2]")
+    start = epoch_lrs("sched=multistep", "sched.milestones=[2]", "sched.step_at=epoch_start")
+    assert end == [0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01]
+    assert start == [0.1, 0.1, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01]
+
+
+def test_step_at_epoch_start_runs_the_last_cosine_epoch_at_lr_zero():
+    end = epoch_lrs("sched=cosine")
+    start = epoch_lrs("sched=cosine", "sched.step_at=epoch_start")
+    assert start[:-2] == end[2:] and start[-2:] == [0.0, 0.0] and min(end) > 0
+
+
+def test_step_at_rejects_other_values():
+    with pytest.raises(ConfigError, match=r"^sched.step_at: must be epoch_end or epoch_start \(got 'before'\)$"):
+        epoch_lrs("sched=cosine", "sched.step_at=before")
+
+
+# -- defaults unchanged: the new keys at their defaults leave config_hash as it was ------------
+
+# config_hash of these default configs before the switches existed (main at 5e0f7a7)
+HASHES_BEFORE = {
+    "model=shake_shake": "571d9053edec9716",
+    "model=pyramidnet model.block=bottleneck model.depth=164": "13d1ac0b785dcca6",
+    "model=resnet_preact": "558d52a8c5ffe6b4",
+    "model=se_resnet_preact": "bc3fc912e6cfab8e",
+    "model=densenet model.block=basic model.compression=1.0 model.depth=40": "0acdd020bcc18f20",
+    "sched=multistep": "a49e45cf53dc8a37",
+    "sched=sgdr": "5cf91f72b2502189",
+}
+
+
+def resolved_of(overrides: str) -> dict:
+    from omegaconf import OmegaConf
+
+    resolved = OmegaConf.to_container(compose_config(overrides.split()), resolve=True)
+    resolved["train"]["world_size"] = 1  # as cifarzoo.task adds it
+    return resolved
+
+
+@pytest.mark.parametrize("overrides", list(HASHES_BEFORE))
+def test_new_keys_at_their_defaults_keep_the_config_hash_of_existing_runs(overrides):
+    from cifarzoo.config import config_hash
+
+    assert config_hash(resolved_of(overrides)) == HASHES_BEFORE[overrides]
+
+
+@pytest.mark.parametrize(("overrides", "changed"), [
+    ("model=shake_shake", "model.variant=hysts_2018"), ("model=shake_shake", "model.shortcut_shift=left_up"),
+    ("model=shake_shake", "model.stem_bias=true"), ("model=pyramidnet", "model.stem_times_expansion=true"),
+    ("model=resnet_preact", "model.stage1_expansion=false"), ("model=densenet", "model.stem_channels=24"),
+    ("sched=cosine", "sched.step_at=epoch_start"),
+])
+def test_each_switch_away_from_its_default_changes_the_hash(overrides, changed):
+    from cifarzoo.config import HASH_NEUTRAL, config_hash
+
+    assert config_hash(resolved_of(f"{overrides} {changed}")) != config_hash(resolved_of(overrides))
+    group, key = changed.split("=")[0].split(".")
+    assert any(g == group and k == key for g, _, k in HASH_NEUTRAL)

@@ -113,5 +113,5 @@ def test_run_launches_every_multirun_into_the_study_experiment(tmp_path):
     assert sorted(rows) == ["ResNet-preact-8, Cutout 4", "ResNet-preact-8, Cutout 8", "ResNet-preact-8, no augmentation"], \
         table.stdout
     assert rows["ResNet-preact-8, no augmentation"][1] == "91.50" and rows["ResNet-preact-8, Cutout 4"][1] == "92.50"
-    assert rows["ResNet-preact-8, Cutout 8"][1:] == ["n/a", "-", "1/1"] + rows["ResNet-preact-8, Cutout 8"][4:5] + ["no number"]
+    assert rows["ResNet-preact-8, Cutout 8"][1:4] == ["n/a", "-", "1/1"] and rows["ResNet-preact-8, Cutout 8"][8] == "no number"
     assert "rows run 3/3" in table.stdout and "n/a (ResNet-preact-8, Cutout 8): none printed" in table.stdout

@@ -21,9 +21,11 @@ Stem width rule: the stem conv3x3 has 16 output channels for the paper's plain D
 paper states 16 for DenseNet and 2k for DenseNet-BC; for -B and -C alone it says nothing,
 and we use 2k as the official Torch code (which uses 2k for every variant) does.
 
-Deviations: the official Torch code and hysts' pytorch_image_classification use a 2k stem
-for the plain DenseNet too (L=40, k=12: 24 channels instead of the paper's 16); we follow the
-paper. Adaptive average pooling replaces the fixed 8x8 pool so that 28x28 inputs work.
+`stem_channels` (null: the rule above) sets the stem width: the official Torch code and hysts'
+pytorch_image_classification (`models/densenet.py` at 107b946 and later) use a 2k stem for the
+plain DenseNet too (L=40, k=12: 24 channels instead of the paper's 16); `stem_channels: 24`
+builds their DenseNet-100 k=12 basic (7,083,538 parameters at 10 classes; the paper's 16-channel
+stem: 6,979,642). Deviations: adaptive average pooling replaces the fixed 8x8 pool so that 28x28 inputs work.
 Initialisation: `init_weights` (He fan-out normal convs, BN 1/0, zero classifier bias), as
 in the official code.
 """
@@ -87,7 +89,7 @@ class Transition(nn.Module):
 LAYERS = {"basic": BasicLayer, "bottleneck": BottleneckLayer}
 
 
-def stem_channels(block: str, compression: float, growth_rate: int) -> int:
+def paper_stem_channels(block: str, compression: float, growth_rate: int) -> int:
     """16 for the plain DenseNet (basic, compression 1.0), 2k for DenseNet-B/-C/-BC."""
     return 16 if block == "basic" and compression == 1.0 else 2 * growth_rate
 
@@ -102,6 +104,7 @@ class DenseNet(nn.Module):
         growth_rate: int = 12,
         compression: float = 0.5,
         drop_rate: float = 0.0,
+        stem_channels: int | None = None,
     ) -> None:
         super().__init__()
         require(block in LAYERS, "model.block", "must be basic or bottleneck", block)
@@ -121,8 +124,11 @@ class DenseNet(nn.Module):
         require(isinstance(drop_rate, (int, float)) and 0 <= drop_rate < 1,
                 "model.drop_rate", "must be in [0, 1)", drop_rate)
 
+        require(stem_channels is None or is_int(stem_channels) and stem_channels >= 1, "model.stem_channels",
+                "must be an int >= 1 or null (16 for the plain DenseNet, 2k otherwise)", stem_channels)
+
         layer = LAYERS[block]
-        channels = stem_channels(block, float(compression), growth_rate)
+        channels = stem_channels or paper_stem_channels(block, float(compression), growth_rate)
         self.conv = nn.Conv2d(in_channels, channels, 3, 1, 1, bias=False)
         stages = []
         for index in range(3):

@@ -5,7 +5,11 @@ Regularization for Deep Residual Learning", arXiv:1802.02375).
 Widths: instead of doubling at each stage, every residual unit widens by alpha / N, where N is
 the number of units (3n). Unit i (1..N) has width round(base_channels + alpha * i / N) (rounded
 to nearest, not floored, as in the official PyTorch code); a bottleneck unit outputs 4x that.
-The stem conv3x3 has `base_channels` outputs (not x4), followed by BN (no ReLU).
+The stem conv3x3 has `base_channels` outputs (not x4), followed by BN (no ReLU);
+`stem_times_expansion: true` multiplies it by the unit's expansion (64 for bottleneck units), as
+hysts' code did before eb187cf (2019-09-07, `models/pyramidnet.py`: the h000 zoo's PyramidNet-164
+and -272 rows): 27,218,517 parameters for the bottleneck 164 alpha=270, 2,496 more than the
+official 27,216,021 (a wider stem conv and BN, and the first unit's BN and conv1x1 on 64 channels).
 
 Units (three stages of n units, the first unit of stages 2 and 3 downsamples with stride 2):
 
@@ -26,7 +30,7 @@ E[b + a - b a] = 1 - p_l. `shakedrop_prob` = 0 builds the plain PyramidNet (no S
 layers). The paper's PyramidNet + ShakeDrop uses p_L = 0.5.
 
 Parameter counts: this module builds exactly the parameter counts of the authors' PyTorch
-code (dyhan0920/PyramidNet-PyTorch) and of hysts' implementation, e.g. 1,772,706 / 3,904,446 /
+code (dyhan0920/PyramidNet-PyTorch) and of hysts' implementation since eb187cf, e.g. 1,772,706 / 3,904,446 /
 28,485,477 for PyramidNet-110 alpha=48 / 84 / 270 and 27,216,021 / 26,210,842 for the bottleneck
 164 alpha=270 / 272 alpha=200. The paper's table gives 1.7 / 3.8 / 28.3 / 27.0 / 26.0 M, 0.05 to
 0.2 M below its own code; no architectural reading (rounding vs flooring, BN or classifier left
@@ -166,6 +170,7 @@ class PyramidNet(nn.Module):
         alpha: float = 270,
         base_channels: int = 16,
         shakedrop_prob: float = 0.0,
+        stem_times_expansion: bool = False,
     ) -> None:
         super().__init__()
         require(block in BLOCKS, "model.block", "must be basic or bottleneck", block)
@@ -185,12 +190,16 @@ class PyramidNet(nn.Module):
                 "model.shakedrop_prob", "must be in [0, 1) (final-unit ShakeDrop probability; 0 = off)",
                 shakedrop_prob)
 
+        require(isinstance(stem_times_expansion, bool), "model.stem_times_expansion", "must be true or false",
+                stem_times_expansion)
+
         unit = BLOCKS[block]
         total = 3 * n
         widths = pyramid_widths(base_channels, alpha, total)
-        self.conv = nn.Conv2d(in_channels, base_channels, 3, 1, 1, bias=False)
-        self.bn0 = nn.BatchNorm2d(base_channels)
-        stages, in_ch, index = [], base_channels, 0
+        stem = base_channels * unit.expansion if stem_times_expansion else base_channels
+        self.conv = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
+        self.bn0 = nn.BatchNorm2d(stem)
+        stages, in_ch, index = [], stem, 0
         for stride in (1, 2, 2):
             blocks = []
             for j in range(n):

@@ -10,8 +10,11 @@ Networks", arXiv:1603.05027), with the ablation flags of hysts' pytorch_image_cl
   relu / batch are the paper's network, parameter for parameter.
 
 Widths follow the paper: stage outputs are (16, 32, 64) x `widen` x expansion, so the
-bottleneck stages output (64, 128, 256) as in the paper's ResNet-164. (hysts' code keeps the
-first bottleneck stage at 16 output channels; we follow the paper's parameter count.)
+bottleneck stages output (64, 128, 256) as in the paper's ResNet-164. `stage1_expansion: false`
+builds hysts' code instead (`models/resnet_preact.py` at 107b946 and later:
+`n_channels = [base, base * 2 * expansion, base * 4 * expansion]`): the first stage outputs
+`base_channels` x `widen` (16; its bottleneck units are 4 wide), 1,619,290 parameters for
+ResNet-preact-164 at 10 classes instead of the paper's 1,703,258.
 
 Subclasses change the blocks through `make_block` (the SE variant in `se_resnet_preact.py`).
 """
@@ -105,8 +108,10 @@ class ResNetPreAct(nn.Module):
         preact_stage: tuple[bool, bool, bool] = (True, True, True),
         activation: str = "relu",
         norm: str = "batch",
+        stage1_expansion: bool = True,
     ) -> None:
         super().__init__()
+        require(isinstance(stage1_expansion, bool), "model.stage1_expansion", "must be true or false", stage1_expansion)
         require(block in BLOCKS, "model.block", "must be basic or bottleneck", block)
         unit = BLOCKS[block]
         layers_per_block = 2 if block == "basic" else 3
@@ -127,7 +132,7 @@ class ResNetPreAct(nn.Module):
         self.conv = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
         stages, in_ch = [], stem
         for i, stride in enumerate((1, 2, 2)):
-            out_ch = stem * (2**i) * unit.expansion
+            out_ch = stem * (2**i) * (unit.expansion if i or stage1_expansion else 1)
             opts = dict(remove_first_relu=remove_first_relu, add_last_bn=add_last_bn, norm=norm_layer, act=act)
             blocks = [self.make_block(block, in_ch, out_ch, stride, preact_shortcut=bool(preact_stage[i]), **opts)]
             blocks += [self.make_block(block, out_ch, out_ch, 1, preact_shortcut=False, **opts) for _ in range(n - 1)]

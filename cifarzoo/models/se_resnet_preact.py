@@ -85,6 +85,7 @@ class SEResNetPreAct(ResNetPreAct):
         activation: str = "relu",
         norm: str = "batch",
         se_reduction: int = 16,
+        stage1_expansion: bool = True,
     ) -> None:
         require(is_int(se_reduction) and se_reduction >= 1,
                 "model.se_reduction", "must be an int >= 1", se_reduction)
@@ -92,7 +93,8 @@ class SEResNetPreAct(ResNetPreAct):
         self.se_reduction = se_reduction  # read by make_block during ResNetPreAct.__init__
         super().__init__(in_channels, num_classes, depth=depth, block=block, base_channels=base_channels,
                          widen=widen, remove_first_relu=remove_first_relu, add_last_bn=add_last_bn,
-                         preact_stage=preact_stage, activation=activation, norm=norm)
+                         preact_stage=preact_stage, activation=activation, norm=norm,
+                         stage1_expansion=stage1_expansion)
 
     def make_block(self, block: str, in_ch: int, out_ch: int, stride: int, **options: object) -> nn.Module:
         return SE_BLOCKS[block](in_ch, out_ch, stride, se_reduction=self.se_reduction, **options)

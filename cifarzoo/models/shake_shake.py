@@ -30,11 +30,24 @@ shape changes and ReLU after the addition; stem conv3x3 (64) - BN - ReLU; stage 
 Initialisation: `init_weights` (He fan-out normal convs, as the official ConvInit; BN 1 / 0;
 zero classifier bias).
 
+Switches for the code that made the seeds' numbers (defaults: the official network):
+- `shortcut_shift`: the official code's path-2 shift (`shakeshakeblock.lua`,
+  `SpatialZeroPadding(1,-1,1,-1)`) pads one zero row/column at the top/left and drops the last
+  row/column, i.e. moves the input right/down (`right_down`). hysts' later code (after 10892f7)
+  and pprp/pytorch-cifar-tricks (7bf6ee9, `model/shake_shake.py`) drop the first row/column and
+  pad at the bottom/right (`left_up`). `null`: the variant's own (official right_down, hysts_2018
+  left_up). Parameter counts are unaffected.
+- `variant: hysts_2018`: hysts' `models/shake_shake.py` before its April-2020 fix 10892f7 (107b946,
+  da2bdcf, 92f6339; the h000 and h001 studies): (a) the stem conv is `base_channels` wide (not 16),
+  (b) a ReLU follows the stem BN, (c) no ReLU before the global pooling, (d) stage 1's first block
+  has an identity shortcut (its input is already `base_channels` wide) and path 2 is shifted
+  left/up. 2,932,266 parameters for 26 2x32d at 10 classes (official: 2,923,162). Basic
+  branches only.
+- `stem_bias: true`: pprp's stem conv keeps its bias (`nn.Conv2d(3, 16, 3, padding=1)`). pprp also
+  builds a Shortcut module in blocks that use the identity (never called, so never trained): its
+  printed count exceeds what trains; cifarzoo builds only what trains.
+
 Deviations:
-- The official code's path-2 shift pads one zero row/column at the top/left and drops the last
-  row/column (so it sees the pixels at odd positions before each sampled one); we do the same.
-  hysts' pytorch_image_classification shifts the other way (drops the first row/column, pads at
-  the bottom/right). Parameter counts are unaffected.
 - The paper calls "keep" the backward pass reusing the forward coefficients; the released Torch
   code has no such switch (its backward is either a new draw or 0.5). `keep` implements the
   paper's definition.
@@ -131,23 +144,41 @@ class BasicBranch(nn.Sequential):
         )
 
 
+def shift_right_down(x: torch.Tensor) -> torch.Tensor:
+    """One pixel right and down, zero-filled (the official `SpatialZeroPadding(1,-1,1,-1)`)."""
+    return F.pad(x, (1, 0, 1, 0))[:, :, :-1, :-1]
+
+
+def shift_left_up(x: torch.Tensor) -> torch.Tensor:
+    """One pixel left and up, zero-filled (hysts' and pprp's path 2)."""
+    return F.pad(x[:, :, 1:, 1:], (0, 1, 0, 1))
+
+
+SHIFTS = {"right_down": shift_right_down, "left_up": shift_left_up}
+# variant -> (stem conv as wide as base_channels, ReLU after the stem BN, ReLU before the pooling, shift)
+VARIANTS = {"official": (False, False, True, "right_down"), "hysts_2018": (True, True, False, "left_up")}
+
+
 class TwoPathShortcut(nn.Module):
     """ReLU, then conv1x1 on the strided input and on the input shifted by one pixel (each to
     half the output channels), concatenated, then BN."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int, shift: str = "right_down") -> None:
         super().__init__()
-        self.stride = stride
+        self.stride, self.shift = stride, shift
         self.conv1 = nn.Conv2d(in_ch, out_ch // 2, 1, 1, 0, bias=False)
         self.conv2 = nn.Conv2d(in_ch, out_ch // 2, 1, 1, 0, bias=False)
         self.bn = nn.BatchNorm2d(out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(x)
-        shifted = F.pad(x, (1, 0, 1, 0))[:, :, :-1, :-1]  # one pixel right and down, zero-filled
+        shifted = SHIFTS[self.shift](x)
         y1 = self.conv1(x[:, :, :: self.stride, :: self.stride])
         y2 = self.conv2(shifted[:, :, :: self.stride, :: self.stride])
         return self.bn(torch.cat([y1, y2], dim=1))
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}, shift={self.shift}"
 
 
 class ShakeBlock(nn.Module):
@@ -174,8 +205,19 @@ class ShakeShake(nn.Module):
         shake_level: str = "image",
         branch: str = "basic",
         cardinality: int = 1,
+        variant: str = "official",
+        shortcut_shift: str | None = None,
+        stem_bias: bool = False,
     ) -> None:
         super().__init__()
+        require(variant in VARIANTS, "model.variant", "must be official or hysts_2018", variant)
+        require(shortcut_shift is None or shortcut_shift in SHIFTS, "model.shortcut_shift",
+                "must be right_down, left_up or null (the variant's)", shortcut_shift)
+        require(isinstance(stem_bias, bool), "model.stem_bias", "must be true or false", stem_bias)
+        require(branch == "basic" or (variant, shortcut_shift, stem_bias) == ("official", None, False), "model.branch",
+                "model.variant, model.shortcut_shift and model.stem_bias apply to basic branches only", branch)
+        wide_stem, stem_relu, head_relu, shift = VARIANTS[variant]
+        shift = shortcut_shift or shift
         require(shake_forward in FORWARD_MODES, "model.shake_forward", "must be shake or even", shake_forward)
         require(shake_backward in BACKWARD_MODES, "model.shake_backward", "must be shake, even or keep",
                 shake_backward)
@@ -195,21 +237,22 @@ class ShakeShake(nn.Module):
             require(cardinality == 1, "model.cardinality",
                     "basic branches have no groups; must be 1 (grouped branches: model.branch=bottleneck)",
                     cardinality)
-            stem = 16
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem))
+            stem = base_channels if wide_stem else 16
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, 1, 1, bias=stem_bias), nn.BatchNorm2d(stem),
+                                      *([nn.ReLU()] if stem_relu else []))
             stages, in_ch = [], stem
             for i, stride in enumerate((1, 2, 2)):
                 out_ch = base_channels * 2**i
                 blocks = []
                 for j in range(n):
                     cin, s = (in_ch, stride) if j == 0 else (out_ch, 1)
-                    shortcut = TwoPathShortcut(cin, out_ch, s) if (cin != out_ch or s != 1) else nn.Identity()
+                    shortcut = TwoPathShortcut(cin, out_ch, s, shift) if (cin != out_ch or s != 1) else nn.Identity()
                     blocks.append(ShakeBlock(BasicBranch(cin, out_ch, s), BasicBranch(cin, out_ch, s), shortcut,
                                              ShakeMixer(*mixer), relu_after_add=False))
                 stages.append(nn.Sequential(*blocks))
                 in_ch = out_ch
             self.stages = nn.Sequential(*stages)
-            self.head = nn.ReLU()
+            self.head = nn.ReLU() if head_relu else nn.Identity()
         else:
             n = check_resnext_depth(depth)
             require(isinstance(base_channels, int) and base_channels >= 1, "model.base_channels",
