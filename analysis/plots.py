@@ -42,7 +42,11 @@ def fetch_histories(
     tracking_uri: str, run_ids: Sequence[str], metric: str = "test_error", progress: bool = True
 ) -> pd.DataFrame:
     """Per-epoch values of `metric` for the runs: columns run_id, step, value. One call per run
-    (MLflow has no bulk history call), in threads for remote stores."""
+    (MLflow has no bulk history call), in threads for remote stores; a sqlite store by SQL."""
+    if tracking_uri.startswith("sqlite:///"):
+        from analysis.runcache import histories
+
+        return histories(tracking_uri, list(run_ids), metric)
     client = open_client(tracking_uri)
     total, done = len(run_ids), 0
     tty = sys.stderr.isatty()

@@ -5,14 +5,14 @@ and its deviations from the source (the study's notes)."""
 from __future__ import annotations
 
 from analysis.formats import markdown
-from analysis.runs import load_runs, open_client
+from analysis.runs import active_experiments, load_runs
 from sweeps.study import Study, load, names
 from sweeps.table import Reproduction, footer, reproduce, summary, table_markdown
 
 
 def experiments(uri: str) -> set[str]:
     """The store's active experiments (a missing sqlite store is an error, never created)."""
-    return {e.name for e in open_client(uri).search_experiments()}
+    return set(active_experiments(uri))
 
 
 def reproduction(study: Study, uri: str, experiment: str | None = None, extra: list[str] = (),
