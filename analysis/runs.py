@@ -126,7 +126,7 @@ def _shape(df: pd.DataFrame, tracking_uri: str, chosen: dict[str, str], where: I
     return filter_runs(df, where)
 
 
-_BASE = ["run_id", "experiment", "status", "start_time", "end_time", "run_name"]
+BASE = _BASE = ["run_id", "experiment", "status", "start_time", "end_time", "run_name"]
 
 
 def _record(run, experiments: dict[str, str]) -> dict[str, object]:  # noqa: ANN001

@@ -20,18 +20,22 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 NEW = Path(__file__).resolve().parent.parent
 
 
-def timed(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, int]:
-    """(seconds, peak RSS in MB, exit status) of one process."""
+def timed(command: list[str], cwd: Path, env: dict[str, str], limit_s: float = 1e9) -> tuple[float, float, int]:
+    """(seconds, peak RSS in MB, exit status) of one process; stopped after `limit_s` (status -9)."""
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=cwd, env={**env, "PYTHONPATH": str(cwd)},
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    timer = threading.Timer(limit_s, child.kill)
+    timer.start()
     _, status, usage = os.wait4(child.pid, 0)
+    timer.cancel()
     child.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
     if child.returncode:
@@ -81,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--old", required=True, type=Path, help="a copy of the old code (git archive of a commit)")
     parser.add_argument("--study", default="h000_mnist", help="the study of `sweeps table` (default: %(default)s)")
     parser.add_argument("--skip", action="append", default=[], help="leave out cases whose name contains this")
+    parser.add_argument("--old-limit", type=float, default=1e9, help="stop an old-tree command after this many seconds")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, command in cases(uri, study.experiment, args.study, f"{tmp}/OUT").items():
                 if any(s in name for s in args.skip):
                     continue
-                old = timed([c.replace("OUT", "old") for c in command], args.old, env)
+                old = timed([c.replace("OUT", "old") for c in command], args.old, env, args.old_limit)
                 shutil.rmtree(env["CIFARZOO_CACHE_DIR"], ignore_errors=True)
                 cold = timed([c.replace("OUT", "new") for c in command], NEW, env)
                 warm = timed([c.replace("OUT", "new") for c in command], NEW, env)

@@ -4,10 +4,15 @@ and its deviations from the source (the study's notes)."""
 
 from __future__ import annotations
 
+import pandas as pd
+
 from analysis.formats import markdown
-from analysis.runs import active_experiments, load_runs
+from analysis.runs import BASE, active_experiments, load_runs
 from sweeps.study import Study, load, names
 from sweeps.table import Reproduction, footer, reproduce, summary, table_markdown
+
+
+_EMPTY = pd.DataFrame()
 
 
 def experiments(uri: str) -> set[str]:
@@ -16,17 +21,36 @@ def experiments(uri: str) -> set[str]:
 
 
 def reproduction(study: Study, uri: str, experiment: str | None = None, extra: list[str] = (),
-                 agg: str = "median", metric: str | None = None, known: set[str] | None = None) -> Reproduction:
-    """The study's table from the store; rows `not run` when the store has no such experiment yet."""
+                 agg: str = "median", metric: str | None = None, known: set[str] | None = None,
+                 runs: pd.DataFrame | None = None, cache: bool = True) -> Reproduction:
+    """The study's table from the store; rows `not run` when the store has no such experiment yet.
+    `runs`: the experiment's runs when already read (`load_by_experiment`)."""
     experiment = experiment or study.experiment
     found = experiment in (experiments(uri) if known is None else known)
-    runs = load_runs(uri, [experiment]) if found else None
-    return reproduce(study, runs, extra, agg, metric, experiment_found=found, experiment=experiment)
+    if found and runs is None:
+        runs = load_runs(uri, [experiment], cache=cache)
+    return reproduce(study, runs if found else None, extra, agg, metric, experiment_found=found, experiment=experiment)
 
 
-def report(uri: str, studies: list[str] | None = None, digits: int = 2) -> str:
+def load_by_experiment(uri: str, wanted: list[str], cache: bool = True) -> dict[str, pd.DataFrame]:
+    """The runs of several experiments read at once, one frame per experiment, each as `load_runs` of
+    that experiment alone gives it (its own columns only)."""
+    if not wanted:
+        return {}
+    runs = load_runs(uri, wanted, cache=cache)
+    frames = {}
+    for name, part in runs.groupby("experiment", sort=False):
+        part = part[[c for c in part.columns if c in BASE or part[c].notna().any()]].reset_index(drop=True)
+        part.attrs = {**runs.attrs, "experiments": [name]}
+        frames[str(name)] = part
+    return frames
+
+
+def report(uri: str, studies: list[str] | None = None, digits: int = 2, cache: bool = True) -> str:
     known = experiments(uri)
-    reps = [reproduction(load(name), uri, known=known) for name in studies or names()]
+    chosen = [load(name) for name in studies or names()]
+    runs = load_by_experiment(uri, sorted({s.experiment for s in chosen} & known), cache)
+    reps = [reproduction(study, uri, known=known, runs=runs.get(study.experiment, _EMPTY)) for study in chosen]
     overview = [[f"[{r.study.name}](#{r.study.name})", str(len(r.lines)), str(r.run_rows), str(r.counts["reproduced"]),
                  str(r.counts["differs"]), str(r.counts["not run"]), str(r.counts["no number"]), r.metric] for r in reps]
     total = [sum(int(row[i]) for row in overview) for i in range(1, 7)]
