@@ -12,7 +12,7 @@ import pandas as pd
 
 from analysis import labels
 from analysis.errors import AnalysisError
-from analysis.runs import completed, excluded_records, excluded_summary, natural_key, param_name, resolve_key
+from analysis.runs import completed, excluded_records, excluded_summary, natural_key, param_name, resolve_key, rows_of
 
 AGGS = ("median", "mean", "mean_std", "min", "max")
 
@@ -114,6 +114,7 @@ def aggregate(
         order = np.argsort(group, kind="stable")
         bounds = np.flatnonzero(np.diff(group[order])) + 1
         columns = list(values.columns)
+        names = [param_name(c) for c in columns]
         matrix = values.to_numpy()
         for members in np.split(order, bounds):
             first = dict(zip(columns, matrix[members[0]]))
@@ -130,7 +131,7 @@ def aggregate(
                 f"{metric}_max": float(mine.max()),
                 "train_time_s": float(np.median(ran)) if len(ran) else float("nan"),
                 "run_ids": list(run_ids[members]),
-                "params": {param_name(k): v for k, v in first.items()},
+                "params": dict(zip(names, matrix[members[0]])),
             })
             records.append(record)
             coverage.append(set.intersection(*(label_list[i][1] for i in label_ids)))
@@ -206,9 +207,12 @@ def pivot(configs: pd.DataFrame, row_key: str, col_key: str) -> list[Grid]:
     others = [k for k in keys if k not in (row_key, col_key)]
     shown = [k for k in others if k in configs.attrs["columns"]]
     grids = []
-    groups = configs.groupby(others, sort=False) if others else [((), configs)]
+    plain = configs.copy(deep=False)
+    plain.attrs = {}  # every group's frame would deep-copy them
+    groups = plain.groupby(others, sort=False) if others else [((), plain)]
     for _, members in groups:
-        first = members.iloc[0]
+        cells = rows_of(members)
+        first = cells[0]
         grid_labels = set(members["label"])
         grid = Grid(
             fixed=[(k, first[k]) for k in shown],
@@ -216,7 +220,7 @@ def pivot(configs: pd.DataFrame, row_key: str, col_key: str) -> list[Grid]:
             row_values=sorted(set(members[row_key]), key=natural_key),
             col_values=sorted(set(members[col_key]), key=natural_key),
         )
-        for config in members.to_dict("records"):  # no per-row Series (each would copy the attrs)
+        for config in cells:
             grid.cells[(config[row_key], config[col_key])] = config
         grids.append(grid)
     return grids

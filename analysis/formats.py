@@ -17,7 +17,7 @@ import pandas as pd
 
 from analysis.aggregate import Grid, typical_runs
 from analysis.labels import display_value, format_duration, header, metric_name
-from analysis.runs import natural_key
+from analysis.runs import natural_key, rows_of
 
 FORMATS = ("markdown", "csv", "latex", "json")
 _AGG_WORDS = {"median": "median", "mean": "mean", "mean_std": "mean ± std", "min": "min", "max": "max"}
@@ -66,7 +66,7 @@ def display_table(configs: pd.DataFrame, digits: int = 2) -> tuple[list[str], li
     typical = configs.attrs["runs_per_row"]
     shown = configs.attrs["columns"]
     headers = ["Model", *(header(k) for k in shown), metric_header(metric, agg, typical), "Training Time"]
-    records = configs.to_dict("records")  # not iterrows: each row Series would deep-copy the frame's attrs
+    records = rows_of(configs)
     rows = [
         [config["label"], *(display_value(k, config[k]) for k in shown),
          metric_cell(config, metric, agg, typical, digits), format_duration(config["train_time_s"])]
@@ -128,7 +128,7 @@ def _raw_values(config: Mapping[str, object], metric: str, agg: str) -> list[str
 def table_csv(configs: pd.DataFrame) -> str:
     metric, agg, shown = configs.attrs["metric"], configs.attrs["agg"], configs.attrs["columns"]
     rows: list[list[str]] = [["Model", *(header(k) for k in shown), *_raw_headers(configs)]]
-    for config in configs.to_dict("records"):
+    for config in rows_of(configs):
         rows.append([config["label"], *(config[k] for k in shown), *_raw_values(config, metric, agg)])
     return csv_text(rows)
 
@@ -168,7 +168,7 @@ def table_json(configs: pd.DataFrame, digits: int = 2) -> str:
         "headers": headers,
         "rows": [
             {**_config_json(config, keys, metric), "cells": cells}
-            for config, cells in zip(configs.to_dict("records"), rows)
+            for config, cells in zip(rows_of(configs), rows)
         ],
         "excluded": _json_excluded(configs),
     }

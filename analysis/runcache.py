@@ -32,7 +32,8 @@ from analysis.errors import AnalysisError
 BASE = ["run_id", "experiment", "status", "start_time", "end_time", "run_name"]
 FINAL = ("FINISHED", "FAILED", "KILLED")  # a run in any other status is always read anew
 FINGERPRINT = ["_experiment_id", "_status", "_start", "_end", "_metrics_ts", "_tags"]
-_CHUNK = 500  # run ids per `IN (...)` (sqlite's variable limit)
+_CHUNK = 500
+_STR_DTYPE = pd.Series(["a"]).dtype != object  # what the API path's frame holds text as  # run ids per `IN (...)` (sqlite's variable limit)
 
 
 def cache_dir() -> Path:
@@ -144,7 +145,7 @@ def read_rows(db: sqlite3.Connection, run_ids: list[str]) -> pd.DataFrame:
             continue
         table = long.pivot(index="run_uuid", columns="key", values="value")
         table.columns = [f"{kind}.{k}" for k in table.columns]
-        wide.append(table.astype("float64") if kind == "metrics" else table.astype(object))
+        wide.append(table.astype("float64") if kind == "metrics" else table.astype("str" if _STR_DTYPE else object))
     frame = pd.concat(wide, axis=1, join="outer").reindex(runs.index)
     frame.index.name = "run_id"
     return frame.astype({"start_time": "float64", "end_time": "float64"}).copy().reset_index()  # copy: one block
@@ -171,11 +172,20 @@ def read_sqlite(uri: str, chosen: Mapping[str, str], use_cache: bool = True) -> 
     fresh = fresh.merge(listed, on="run_id", how="inner")
     parts = [p for p in (known, fresh) if p is not None and not p.empty]
     rows = pd.concat(parts, ignore_index=True) if parts else fresh
-    if use_cache:
+    final = rows[rows["_status"].isin(FINAL)]  # the others are read anew every time: not kept
+    if use_cache and _changed(cached, final, chosen, fresh_ids):
         others = cached[~cached["_experiment_id"].isin(list(chosen))] if cached is not None else None
-        _write_cache(uri, identity, pd.concat([p for p in (others, rows) if p is not None and not p.empty],
-                                              ignore_index=True) if (others is not None and not others.empty) else rows)
+        _write_cache(uri, identity, pd.concat([others, final], ignore_index=True)
+                     if others is not None and not others.empty else final)
     return _finish(rows, chosen)
+
+
+def _changed(cached: pd.DataFrame | None, final: pd.DataFrame, chosen: Mapping[str, str], fresh: list[str]) -> bool:
+    """Whether the cache's rows of the chosen experiments differ from `final` (new, changed or gone runs)."""
+    if cached is None or final["run_id"].isin(fresh).any():
+        return True
+    mine = cached[cached["_experiment_id"].isin(list(chosen))]
+    return set(mine["run_id"]) != set(final["run_id"]) or len(mine) != len(final)
 
 
 def _finish(rows: pd.DataFrame, chosen: Mapping[str, str]) -> pd.DataFrame:
@@ -186,9 +196,10 @@ def _finish(rows: pd.DataFrame, chosen: Mapping[str, str]) -> pd.DataFrame:
     rows = rows.iloc[order].reset_index(drop=True)
     data = [c for c in rows.columns if c.startswith(("params.", "metrics.", "tags.")) and rows[c].notna().any()]
     frame = rows[[*BASE, *data]]
-    text = {c: pd.Series(frame[c].tolist(), index=frame.index) for c in frame.columns  # dtypes inferred
-            if frame[c].dtype == object}                                               # as the API path's
-    return pd.concat([frame.drop(columns=list(text)), pd.DataFrame(text)], axis=1)[frame.columns]
+    text = [c for c in frame.columns if frame[c].dtype == object and c not in ("start_time", "end_time")]
+    if _STR_DTYPE:  # pandas >= 3 infers text as its `str` dtype (missing values stay NaN)
+        return frame.astype(dict.fromkeys(text, "str"))
+    return frame
 
 
 def _read_cache(uri: str, identity: str) -> pd.DataFrame | None:
@@ -208,12 +219,8 @@ def _write_cache(uri: str, identity: str, rows: pd.DataFrame) -> None:
     no error: the next read reads the store again."""
     path = cache_path(uri)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    rows = rows.copy()
+    rows = rows.copy(deep=False)
     rows.attrs = {"store": identity}
-    for column in rows.columns:
-        if column.startswith(("params.", "tags.")) or column in ("run_id", "status", "run_name", "_experiment_id",
-                                                                  "_status"):
-            rows[column] = rows[column].astype(object).where(rows[column].notna(), None)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         rows.to_parquet(tmp, index=False)
