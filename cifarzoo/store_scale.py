@@ -27,8 +27,10 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import sqlite3
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,12 +50,21 @@ PROVENANCE = {"device": "cuda:0", "device_name": "NVIDIA H100 80GB HBM3", "torch
 START_MS = 1_767_225_600_000  # 2026-01-01
 
 
+_TEMPLATE: list[Path] = []  # an empty store made once per process, copied for the next ones
+
+
 def create_schema(path: Path) -> None:
-    """An empty store with MLflow's current schema (MLflow runs its migrations once)."""
+    """An empty store with MLflow's current schema (MLflow runs its migrations, once per process)."""
+    if _TEMPLATE and _TEMPLATE[0].exists():
+        shutil.copyfile(_TEMPLATE[0], path)
+        return
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from mlflow.tracking import MlflowClient
 
     MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    template = Path(tempfile.mkdtemp(prefix="cifarzoo-store-")) / "empty.db"
+    shutil.copyfile(path, template)
+    _TEMPLATE[:] = [template]
 
 
 def compose_jobs(experiments: int, per_study: int) -> list[tuple[str, list[str], dict[str, str], list[str]]]:
