@@ -101,23 +101,25 @@ def aggregate(
     records = []
     coverage: list[set[str]] = []
     if not done.empty:
-        values = done[params].fillna("").astype(str)
-        group_columns = [_column(k) for k in keys if _column(k) in values.columns]
+        group_columns = [_column(k) for k in keys if _column(k) in params]
+        read = [c for c in params if labels.reads(param_name(c))]
+        # as text only the columns that group or label runs: the others only for each group's first run
+        values = done[list(dict.fromkeys([*group_columns, *read]))].fillna("").astype(str)
         # keys no finished run has are kept as empty columns; groups in order of first appearance
         group = (values.groupby(group_columns, sort=False).ngroup().to_numpy() if group_columns
                  else np.zeros(len(values), dtype=np.int64))
-        label_of, label_list = _labels(values)
+        label_of, label_list = _labels(values[read])
         errors = done[f"metrics.{metric}"].astype(float).to_numpy()
         times = (done["metrics.train_time_s"].astype(float).to_numpy() if "metrics.train_time_s" in done
                  else np.full(len(done), np.nan))
         run_ids = done["run_id"].to_numpy()
         order = np.argsort(group, kind="stable")
         bounds = np.flatnonzero(np.diff(group[order])) + 1
-        columns = list(values.columns)
-        names = [param_name(c) for c in columns]
-        matrix = values.to_numpy()
-        for members in np.split(order, bounds):
-            first = dict(zip(columns, matrix[members[0]]))
+        groups = np.split(order, bounds)
+        names = [param_name(c) for c in params]
+        firsts = done[params].iloc[[members[0] for members in groups]].fillna("").astype(str).to_numpy()
+        for members, first_params in zip(groups, firsts):
+            first = dict(zip(params, first_params))
             mine, ran = errors[members], times[members]
             ran = ran[~np.isnan(ran)]
             label_ids = set(label_of[members].tolist())
@@ -131,7 +133,7 @@ def aggregate(
                 f"{metric}_max": float(mine.max()),
                 "train_time_s": float(np.median(ran)) if len(ran) else float("nan"),
                 "run_ids": list(run_ids[members]),
-                "params": dict(zip(names, matrix[members[0]])),
+                "params": dict(zip(names, first_params)),
             })
             records.append(record)
             coverage.append(set.intersection(*(label_list[i][1] for i in label_ids)))
@@ -155,8 +157,8 @@ def aggregate(
 
 def _labels(values: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, set[str]]]]:
     """Per run the index of its label in the list of (text, keys it encodes): one `labels.label`
-    call per distinct combination of the params labels read (`labels.reads`), not one per run."""
-    read = [c for c in values.columns if labels.reads(param_name(c))]
+    call per distinct combination of `values` (the params labels read, `labels.reads`), not one per run."""
+    read = list(values.columns)
     if not read:
         return np.zeros(len(values), dtype=np.int64), [labels.label({})]
     codes = values.groupby(read, sort=False).ngroup().to_numpy()

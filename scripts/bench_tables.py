@@ -79,6 +79,28 @@ print(json.dumps({{"first_s": seconds[0], "next_median_s": statistics.median(sec
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def markdown(results: list[dict], runs: list[int]) -> str:
+    """The BENCHMARKS.md table: per command and store old / new cold / new warm, and the growth per
+    1,000 runs between the smallest and the largest store."""
+    names = [n for n in results[0] if n not in ("store", "skip decision")]
+    head = ["command", *(f"{n:,} runs: old / cold / warm" for n in runs), "per 1,000 runs: old / warm",
+            f"{runs[-1]:,} runs: old / warm"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def sec(row: dict, key: str) -> str:
+        return f">{row[key]:.0f} s (stopped)" if row.get("failed") and key == "old_s" else f"{row[key]:.1f} s"
+
+    for name in names:
+        cells = [f"{sec(r[name], 'old_s')} / {r[name]['cold_s']:.1f} s / {r[name]['warm_s']:.1f} s" for r in results]
+        first, last = results[0][name], results[-1][name]
+        span = (runs[-1] - runs[0]) / 1000
+        growth = (f"{(last['old_s'] - first['old_s']) / span:.2f} s / {(last['warm_s'] - first['warm_s']) / span:.3f} s"
+                  if span else "-")
+        memory = f"{last['old_mb']:.0f} MB / {last['warm_mb']:.0f} MB"
+        lines.append(f"| {name} | " + " | ".join([*cells, growth, memory]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stores", nargs="+", help="sqlite files made by `python -m cifarzoo.store_scale`")
@@ -120,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             results.append(row)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if len(results) > 1 and not args.skip:
+        import sqlite3
+
+        counts = [sqlite3.connect(r["store"]).execute("SELECT count(*) FROM runs").fetchone()[0] for r in results]
+        print(markdown(results, counts))
     return 0
 
 
