@@ -227,3 +227,4 @@ def _write_cache(uri: str, identity: str, rows: pd.DataFrame) -> None:
         os.replace(tmp, path)
     except (OSError, ValueError, ImportError):
         tmp.unlink(missing_ok=True)
+

@@ -94,9 +94,10 @@ def markdown(results: list[dict], runs: list[int]) -> str:
         cells = [f"{sec(r[name], 'old_s')} / {r[name]['cold_s']:.1f} s / {r[name]['warm_s']:.1f} s" for r in results]
         first, last = results[0][name], results[-1][name]
         span = (runs[-1] - runs[0]) / 1000
-        growth = (f"{(last['old_s'] - first['old_s']) / span:.2f} s / {(last['warm_s'] - first['warm_s']) / span:.3f} s"
-                  if span else "-")
-        memory = f"{last['old_mb']:.0f} MB / {last['warm_mb']:.0f} MB"
+        stopped = ">" if last.get("failed") else ""
+        growth = (f"{stopped}{(last['old_s'] - first['old_s']) / span:.2f} s / "
+                  f"{(last['warm_s'] - first['warm_s']) / span:.3f} s" if span else "-")
+        memory = f"{stopped}{last['old_mb']:.0f} MB / {last['warm_mb']:.0f} MB"
         lines.append(f"| {name} | " + " | ".join([*cells, growth, memory]) + " |")
     return "\n".join(lines)
 
