@@ -154,6 +154,8 @@ def read_rows(db: sqlite3.Connection, run_ids: list[str]) -> pd.DataFrame:
 def read_sqlite(uri: str, chosen: Mapping[str, str], use_cache: bool = True) -> pd.DataFrame:
     """The chosen experiments' (id -> name) active runs of a sqlite store as `search_runs` orders
     them, through the cache unless `use_cache` is false (then the cache is neither read nor written)."""
+    if not chosen:
+        return pd.DataFrame(columns=BASE)
     path = sqlite_file(uri)
     db = _connect(path)
     try:

@@ -188,3 +188,33 @@ def test_no_cache_and_drop_cache(small: tuple[str, MlflowClient], capsys: pytest
     assert cli.main(["table", "--tracking-uri", uri, "--experiment", "flags", "--drop-cache", "--no-cache"]) == 0
     assert not path.exists()
     assert "deleted the run cache" in capsys.readouterr().err
+
+
+def test_sweeps_no_cache_writes_no_cache(small: tuple[str, MlflowClient], tmp_path: Path) -> None:
+    from sweeps.cli import main
+
+    uri, _ = small
+    runcache.drop_cache(uri)
+    assert main(["report", f"tracking.uri={uri}", "--no-cache", "--out", str(tmp_path / "r.md")]) == 0
+    assert not runcache.cache_path(uri).exists() and (tmp_path / "r.md").exists()
+    assert main(["table", "h000_mnist", f"tracking.uri={uri}", "--no-cache", "--out", str(tmp_path / "t.md")]) == 0
+    assert not runcache.cache_path(uri).exists()
+
+
+def test_generated_store_is_mlflows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m cifarzoo.store_scale`: MLflow's own client reads the runs, with cifarzoo's params,
+    tags and metrics."""
+    from cifarzoo.store_scale import main
+
+    path = tmp_path / "s.db"
+    assert main(["20", "--out", str(path), "--experiments", "2", "--configs-per-study", "1", "--epochs", "3"]) == 0
+    assert '"runs": 20' in capsys.readouterr().out
+    client = MlflowClient(f"sqlite:///{path}")
+    experiments = client.search_experiments()
+    runs = client.search_runs([e.experiment_id for e in experiments], max_results=100)
+    assert len(runs) == 20 and len({r.info.experiment_id for r in runs}) == 2
+    run = next(r for r in runs if r.info.status == "FINISHED")
+    assert {"model", "optim.lr", "train.batch_size", "seed", "data"} <= set(run.data.params)
+    assert {"config_hash", "overrides", "output_dir", "git_commit"} <= set(run.data.tags)
+    assert {"test_error", "best_test_error", "train_time_s"} <= set(run.data.metrics)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test_error")] == [1, 2, 3]
