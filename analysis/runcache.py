@@ -12,8 +12,10 @@ that are new, changed, or not FINISHED/FAILED/KILLED (RUNNING and SCHEDULED runs
 anew), and drops the cached runs that are gone (deleted, or another store at the same path). The
 listing comes first and the rows after, so a run that ends while the cache is read is at worst
 read again next time, never served stale. Writers of the cache replace it atomically; readers never
-lock the store. Only sqlite stores are cached here: http stores are read through MLflow's API
-(`analysis.runs.load_runs`), which is the interface both paths keep."""
+lock the store. What the fingerprint cannot see: an existing tag of an ended run overwritten with
+another value (same count, same times); `--drop-cache` rereads everything. Only sqlite stores are
+cached here: http stores are read through MLflow's API (`analysis.runs.load_runs`), which is the
+interface both paths keep."""
 
 from __future__ import annotations
 
