@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ import pandas as pd
 
 from analysis import labels
 from analysis.errors import AnalysisError
-from analysis.runs import completed, excluded_records, excluded_summary, natural_key, param_name, resolve_key
+from analysis.runs import completed, excluded_records, excluded_summary, natural_key, param_name, resolve_key, rows_of
 
 AGGS = ("median", "mean", "mean_std", "min", "max")
 
@@ -100,35 +101,44 @@ def aggregate(
     records = []
     coverage: list[set[str]] = []
     if not done.empty:
-        values = done[params].fillna("").astype(str)
-        group_columns = [_column(k) for k in keys if _column(k) in values.columns]
-        # keys no finished run has are kept as empty columns
-        grouped = values.groupby(group_columns, sort=False) if group_columns else [((), values)]
-        for _, members in grouped:
-            picked = done.loc[members.index]
-            errors = picked[f"metrics.{metric}"].astype(float).to_numpy()
-            times = picked["metrics.train_time_s"].dropna().astype(float) if "metrics.train_time_s" in picked else []
-            texts, covered = set(), None
-            for row in members.to_dict("records"):
-                text, keys_used = labels.label({param_name(k): v for k, v in row.items()})
-                texts.add(text)
-                covered = keys_used if covered is None else covered & keys_used
-            first = members.iloc[0]
+        group_columns = [_column(k) for k in keys if _column(k) in params]
+        read = [c for c in params if labels.reads(param_name(c))]
+        # as text only the columns that group or label runs: the others only for each group's first run
+        values = done[list(dict.fromkeys([*group_columns, *read]))].fillna("").astype(str)
+        # keys no finished run has are kept as empty columns; groups in order of first appearance
+        group = (values.groupby(group_columns, sort=False).ngroup().to_numpy() if group_columns
+                 else np.zeros(len(values), dtype=np.int64))
+        label_of, label_list = _labels(values[read])
+        errors = done[f"metrics.{metric}"].astype(float).to_numpy()
+        times = (done["metrics.train_time_s"].astype(float).to_numpy() if "metrics.train_time_s" in done
+                 else np.full(len(done), np.nan))
+        run_ids = done["run_id"].to_numpy()
+        order = np.argsort(group, kind="stable")
+        bounds = np.flatnonzero(np.diff(group[order])) + 1
+        groups = np.split(order, bounds)
+        names = [param_name(c) for c in params]
+        firsts = done[params].iloc[[members[0] for members in groups]].fillna("").astype(str).to_numpy()
+        for members, first_params in zip(groups, firsts):
+            first = dict(zip(params, first_params))
+            mine, ran = errors[members], times[members]
+            ran = ran[~np.isnan(ran)]
+            label_ids = set(label_of[members].tolist())
             record = {k: str(first.get(_column(k), "")) for k in keys}
             record.update({
-                "label": " / ".join(sorted(texts)),
-                "runs": len(errors),
-                metric: _aggregate(errors, agg),
-                f"{metric}_std": float(np.std(errors, ddof=1)) if len(errors) > 1 else float("nan"),
-                f"{metric}_min": float(errors.min()),
-                f"{metric}_max": float(errors.max()),
-                "train_time_s": float(np.median(times)) if len(times) else float("nan"),
-                "run_ids": list(picked["run_id"]),
-                "params": {param_name(k): v for k, v in members.iloc[0].items()},
+                "label": " / ".join(sorted({label_list[i][0] for i in label_ids})),
+                "runs": len(mine),
+                metric: _aggregate(mine, agg),
+                f"{metric}_std": float(np.std(mine, ddof=1)) if len(mine) > 1 else float("nan"),
+                f"{metric}_min": float(mine.min()),
+                f"{metric}_max": float(mine.max()),
+                "train_time_s": float(np.median(ran)) if len(ran) else float("nan"),
+                "run_ids": list(run_ids[members]),
+                "params": dict(zip(names, first_params)),
             })
             records.append(record)
-            coverage.append(covered or set())
-    order = sorted(range(len(records)), key=lambda i: [natural_key(records[i][k]) for k in keys])
+            coverage.append(set.intersection(*(label_list[i][1] for i in label_ids)))
+    sort_key = functools.lru_cache(maxsize=None)(natural_key)  # a value's key once, not once per row
+    order = sorted(range(len(records)), key=lambda i: [sort_key(records[i][k]) for k in keys])
     configs = pd.DataFrame([records[i] for i in order], columns=[
         *keys, "label", "runs", metric, f"{metric}_std", f"{metric}_min", f"{metric}_max", "train_time_s", "run_ids", "params"])
     configs.attrs.update({
@@ -143,6 +153,18 @@ def aggregate(
         "datasets": _distinct(done, "params.data"),
     })
     return configs
+
+
+def _labels(values: pd.DataFrame) -> tuple[np.ndarray, list[tuple[str, set[str]]]]:
+    """Per run the index of its label in the list of (text, keys it encodes): one `labels.label`
+    call per distinct combination of `values` (the params labels read, `labels.reads`), not one per run."""
+    read = list(values.columns)
+    if not read:
+        return np.zeros(len(values), dtype=np.int64), [labels.label({})]
+    codes = values.groupby(read, sort=False).ngroup().to_numpy()
+    firsts = np.unique(codes, return_index=True)[1]
+    inputs = values[read].to_numpy()[firsts]
+    return codes, [labels.label(dict(zip(map(param_name, read), row))) for row in inputs]
 
 
 def _distinct(runs: pd.DataFrame, column: str) -> list[str]:
@@ -172,7 +194,7 @@ class Grid:
     label: str | None  # the model label, when one for the whole grid
     row_values: list[str]
     col_values: list[str]
-    cells: dict[tuple[str, str], pd.Series] = field(default_factory=dict)
+    cells: dict[tuple[str, str], dict[str, object]] = field(default_factory=dict)
 
 
 def pivot(configs: pd.DataFrame, row_key: str, col_key: str) -> list[Grid]:
@@ -187,9 +209,12 @@ def pivot(configs: pd.DataFrame, row_key: str, col_key: str) -> list[Grid]:
     others = [k for k in keys if k not in (row_key, col_key)]
     shown = [k for k in others if k in configs.attrs["columns"]]
     grids = []
-    groups = configs.groupby(others, sort=False) if others else [((), configs)]
+    plain = configs.copy(deep=False)
+    plain.attrs = {}  # every group's frame would deep-copy them
+    groups = plain.groupby(others, sort=False) if others else [((), plain)]
     for _, members in groups:
-        first = members.iloc[0]
+        cells = rows_of(members)
+        first = cells[0]
         grid_labels = set(members["label"])
         grid = Grid(
             fixed=[(k, first[k]) for k in shown],
@@ -197,7 +222,7 @@ def pivot(configs: pd.DataFrame, row_key: str, col_key: str) -> list[Grid]:
             row_values=sorted(set(members[row_key]), key=natural_key),
             col_values=sorted(set(members[col_key]), key=natural_key),
         )
-        for _, config in members.iterrows():
+        for config in cells:
             grid.cells[(config[row_key], config[col_key])] = config
         grids.append(grid)
     return grids

@@ -42,6 +42,10 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                        help="keep runs whose param KEY equals VALUE (numbers compare as numbers; globs allowed), "
                             "repeatable")
+    group.add_argument("--no-cache", dest="cache", action="store_false",
+                       help="read a sqlite store without the run cache (neither read nor written)")
+    group.add_argument("--drop-cache", action="store_true",
+                       help="delete this store's run cache first (it is rebuilt by this read unless --no-cache)")
     group = parser.add_argument_group("rows and values")
     group.add_argument("--rows", action="append", default=None, metavar="KEY,...",
                        help="params that define a configuration (default: the params that vary, except seed "
@@ -136,7 +140,12 @@ def run(args: argparse.Namespace) -> None:
     from cifarzoo.paths import default_tracking_uri
 
     uri = args.tracking_uri or default_tracking_uri()
-    runs = load_runs(uri, args.experiment or [DEFAULT_EXPERIMENT], args.where, progress=True)
+    if args.drop_cache:
+        from analysis.runcache import drop_cache
+
+        for path in drop_cache(uri):
+            print(f"analysis: deleted the run cache {path}", file=sys.stderr)
+    runs = load_runs(uri, args.experiment or [DEFAULT_EXPERIMENT], args.where, progress=True, cache=args.cache)
     if runs.empty:
         raise AnalysisError(f"no runs in experiment(s) {', '.join(runs.attrs['experiments'])} at {uri}", status=1)
     if f"metrics.{args.metric}" not in runs.columns:

@@ -11,13 +11,13 @@ import csv
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
 from analysis.aggregate import Grid, typical_runs
 from analysis.labels import display_value, format_duration, header, metric_name
-from analysis.runs import natural_key
+from analysis.runs import natural_key, rows_of
 
 FORMATS = ("markdown", "csv", "latex", "json")
 _AGG_WORDS = {"median": "median", "mean": "mean", "mean_std": "mean ± std", "min": "min", "max": "max"}
@@ -30,7 +30,7 @@ def metric_header(metric: str, agg: str, runs: int) -> str:
     return f"{metric_name(metric)} ({_AGG_WORDS[agg]} of {runs} runs)"
 
 
-def metric_cell(config: pd.Series, metric: str, agg: str, typical: int, digits: int) -> str:
+def metric_cell(config: Mapping[str, object], metric: str, agg: str, typical: int, digits: int) -> str:
     """"4.03", "4.03 ± 0.12", "3.87 (1 run)", "4.62 (median of 5 runs)"."""
     value, runs = config[metric], int(config["runs"])
     text = f"{value:.{digits}f}"
@@ -66,12 +66,13 @@ def display_table(configs: pd.DataFrame, digits: int = 2) -> tuple[list[str], li
     typical = configs.attrs["runs_per_row"]
     shown = configs.attrs["columns"]
     headers = ["Model", *(header(k) for k in shown), metric_header(metric, agg, typical), "Training Time"]
+    records = rows_of(configs)
     rows = [
         [config["label"], *(display_value(k, config[k]) for k in shown),
          metric_cell(config, metric, agg, typical, digits), format_duration(config["train_time_s"])]
-        for _, config in configs.iterrows()
+        for config in records
     ]
-    numeric = [False, *(all(_is_number(c[k]) for _, c in configs.iterrows()) for k in shown), True, True]
+    numeric = [False, *(all(_is_number(c[k]) for c in records) for k in shown), True, True]
     return headers, rows, numeric
 
 
@@ -117,7 +118,7 @@ def _raw_headers(configs: pd.DataFrame) -> list[str]:
     return [f"{name} ({s})" for s in stat] + ["Runs", "Training Time (s)"]
 
 
-def _raw_values(config: pd.Series, metric: str, agg: str) -> list[str]:
+def _raw_values(config: Mapping[str, object], metric: str, agg: str) -> list[str]:
     values = [_number(config[metric])]
     if agg == "mean_std":
         values.append(_number(config[f"{metric}_std"]))
@@ -127,12 +128,12 @@ def _raw_values(config: pd.Series, metric: str, agg: str) -> list[str]:
 def table_csv(configs: pd.DataFrame) -> str:
     metric, agg, shown = configs.attrs["metric"], configs.attrs["agg"], configs.attrs["columns"]
     rows: list[list[str]] = [["Model", *(header(k) for k in shown), *_raw_headers(configs)]]
-    for _, config in configs.iterrows():
+    for config in rows_of(configs):
         rows.append([config["label"], *(config[k] for k in shown), *_raw_values(config, metric, agg)])
     return csv_text(rows)
 
 
-def _config_json(config: pd.Series, keys: Sequence[str], metric: str) -> dict[str, object]:
+def _config_json(config: Mapping[str, object], keys: Sequence[str], metric: str) -> dict[str, object]:
     def num(value: float) -> float | None:
         return None if value is None or not math.isfinite(value) else round(float(value), 6)
 
@@ -167,7 +168,7 @@ def table_json(configs: pd.DataFrame, digits: int = 2) -> str:
         "headers": headers,
         "rows": [
             {**_config_json(config, keys, metric), "cells": cells}
-            for (_, config), cells in zip(configs.iterrows(), rows)
+            for config, cells in zip(rows_of(configs), rows)
         ],
         "excluded": _json_excluded(configs),
     }

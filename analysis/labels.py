@@ -353,6 +353,14 @@ def aug_label(params: Params) -> tuple[str, set[str]]:
     return ", ".join(parts), keys
 
 
+LABEL_GROUPS = ("model", "aug")  # a label reads these choices and their keys, nothing else
+
+
+def reads(key: str) -> bool:
+    """Whether a label may read the param `key` (runs alike in these are labelled once)."""
+    return key.split(".", 1)[0] in LABEL_GROUPS
+
+
 def label(params: Params) -> tuple[str, set[str]]:
     """The seeds' model column: "ResNet-preact-20, widening factor 4, Cutout 16"."""
     model, model_keys = model_label(params)

@@ -42,16 +42,20 @@ def fetch_histories(
     tracking_uri: str, run_ids: Sequence[str], metric: str = "test_error", progress: bool = True
 ) -> pd.DataFrame:
     """Per-epoch values of `metric` for the runs: columns run_id, step, value. One call per run
-    (MLflow has no bulk history call), in threads for remote stores."""
-    client = open_client(tracking_uri)
+    (MLflow has no bulk history call), in threads for remote stores; a sqlite store by SQL."""
     total, done = len(run_ids), 0
+    if progress:
+        print(f"analysis: fetching {metric} histories of {total} runs", file=sys.stderr, flush=True)
+    if tracking_uri.startswith("sqlite:///"):
+        from analysis.runcache import histories
+
+        return histories(tracking_uri, list(run_ids), metric)
+    client = open_client(tracking_uri)
     tty = sys.stderr.isatty()
 
     def fetch(run_id: str) -> list[tuple[str, int, float]]:
         return [(run_id, m.step, m.value) for m in client.get_metric_history(run_id, metric)]
 
-    if progress:
-        print(f"analysis: fetching {metric} histories of {total} runs", file=sys.stderr, flush=True)
     rows: list[tuple[str, int, float]] = []
     workers = 1 if tracking_uri.startswith(("sqlite:", "file:", "/")) else 8
     with ThreadPoolExecutor(workers) as pool:

@@ -51,9 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     table.add_argument("study")
     table.add_argument("options", nargs=argparse.REMAINDER,
                        help="tracking.uri=... tracking.experiment=... (or overrides the study was run with), "
-                            "--format markdown|csv|latex|json, --digits N, --agg median|..., --metric NAME, --out FILE")
+                            "--format markdown|csv|latex|json, --digits N, --agg median|..., --metric NAME, --out FILE, "
+                            "--no-cache")
     report = sub.add_parser("report", help="every study's table in one markdown file (from MLflow; nothing is trained)")
     report.add_argument("--out", default="REPRODUCTION.md", help="default: %(default)s")
+    report.add_argument("--no-cache", dest="cache", action="store_false", help="read without the run cache")
     report.add_argument("options", nargs="*", metavar="tracking.uri=...", help="the MLflow store (default: the training default)")
     args = parser.parse_args(argv)
     try:
@@ -151,7 +153,8 @@ def _table(args: argparse.Namespace) -> int:
     options, overrides = _table_options(args.options)
     where = _tracking(overrides)
     with _store_errors():
-        rep = reproduction(study, where["uri"], where["experiment"], overrides, options.agg, options.metric)
+        rep = reproduction(study, where["uri"], where["experiment"], overrides, options.agg, options.metric,
+                           cache=options.cache)
     write_output(render(rep, options.format, options.digits), options.out, "sweeps")
     if options.format in ("csv", "latex"):  # the file stays a table; what it is made of goes to stderr
         print("\n".join([summary(rep), *footer(rep)]), file=sys.stderr)
@@ -165,9 +168,10 @@ def _report(args: argparse.Namespace) -> int:
     options, overrides = _table_options(args.options)
     unknown = [o for o in overrides if not o.startswith("tracking.uri=")]
     if unknown or vars(options) != vars(_table_options([])[0]):
-        raise StudyError(f"report: takes --out and tracking.uri=... only (got {' '.join(unknown or args.options)})")
+        raise StudyError(f"report: takes --out, --no-cache and tracking.uri=... only "
+                         f"(got {' '.join(unknown or args.options)})")
     with _store_errors():
-        text = report(_tracking(overrides)["uri"])
+        text = report(_tracking(overrides)["uri"], cache=args.cache)
     write_output(text, args.out, "sweeps")
     return 0
 
@@ -194,10 +198,11 @@ def _table_options(words: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--agg", choices=AGGS, default="median")
     parser.add_argument("--metric", default=None, help="default: the study's metric (test_error unless it says)")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--no-cache", dest="cache", action="store_false", help="read without the run cache")
     options, rest = parser.parse_known_args(words)
     bad = [w for w in rest if w.startswith("-") or "=" not in w]
     if bad:
-        raise StudyError(f"table: unknown argument {bad[0]!r} (options: --format --digits --agg --metric --out; "
+        raise StudyError(f"table: unknown argument {bad[0]!r} (options: --format --digits --agg --metric --out --no-cache; "
                          "overrides: tracking.uri=... tracking.experiment=...)")
     return options, rest
 

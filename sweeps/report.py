@@ -6,25 +6,33 @@ from __future__ import annotations
 
 import re
 
+import pandas as pd
+
 from analysis.formats import markdown
-from analysis.runs import load_runs, open_client
+from analysis.runs import BASE, active_experiments, load_runs
 from sweeps.study import Study, load, names
 from sweeps.table import Reproduction, footer, reproduce, summary, table_markdown
 from sweeps.verdict import VERDICTS
 
 
+_EMPTY = pd.DataFrame()
+
+
 def experiments(uri: str) -> set[str]:
     """The store's active experiments (a missing sqlite store is an error, never created)."""
-    return {e.name for e in open_client(uri).search_experiments()}
+    return set(active_experiments(uri))
 
 
 def reproduction(study: Study, uri: str, experiment: str | None = None, extra: list[str] = (),
-                 agg: str = "median", metric: str | None = None, known: set[str] | None = None) -> Reproduction:
-    """The study's table from the store; rows `not run` when the store has no such experiment yet."""
+                 agg: str = "median", metric: str | None = None, known: set[str] | None = None,
+                 runs: pd.DataFrame | None = None, cache: bool = True) -> Reproduction:
+    """The study's table from the store; rows `not run` when the store has no such experiment yet.
+    `runs`: the experiment's runs when already read (`load_by_experiment`)."""
     experiment = experiment or study.experiment
     found = experiment in (experiments(uri) if known is None else known)
-    runs = load_runs(uri, [experiment]) if found else None
-    return reproduce(study, runs, extra, agg, metric, experiment_found=found, experiment=experiment)
+    if found and runs is None:
+        runs = load_runs(uri, [experiment], cache=cache)
+    return reproduce(study, runs if found else None, extra, agg, metric, experiment_found=found, experiment=experiment)
 
 
 def seed_document(study: Study) -> str:
@@ -46,9 +54,25 @@ def verdict_counts(reps: list[Reproduction]) -> list[list[str]]:
     return [*table, ["all", *map(str, total)]]
 
 
-def report(uri: str, studies: list[str] | None = None, digits: int = 2) -> str:
+def load_by_experiment(uri: str, wanted: list[str], cache: bool = True) -> dict[str, pd.DataFrame]:
+    """The runs of several experiments read at once, one frame per experiment, each as `load_runs` of
+    that experiment alone gives it (its own columns only)."""
+    if not wanted:
+        return {}
+    runs = load_runs(uri, wanted, cache=cache)
+    frames = {}
+    for name, part in runs.groupby("experiment", sort=False):
+        part = part[[c for c in part.columns if c in BASE or part[c].notna().any()]].reset_index(drop=True)
+        part.attrs = {**runs.attrs, "experiments": [name]}
+        frames[str(name)] = part
+    return frames
+
+
+def report(uri: str, studies: list[str] | None = None, digits: int = 2, cache: bool = True) -> str:
     known = experiments(uri)
-    reps = [reproduction(load(name), uri, known=known) for name in studies or names()]
+    chosen = [load(name) for name in studies or names()]
+    runs = load_by_experiment(uri, sorted({s.experiment for s in chosen} & known), cache)
+    reps = [reproduction(study, uri, known=known, runs=runs.get(study.experiment, _EMPTY)) for study in chosen]
     overview = [[f"[{r.study.name}](#{r.study.name})", str(len(r.lines)), str(r.run_rows),
                  *(str(r.counts[v]) for v in VERDICTS), r.metric] for r in reps]
     total = [sum(int(row[i]) for row in overview) for i in range(1, 3 + len(VERDICTS))]

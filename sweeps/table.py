@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis.aggregate import aggregate, key_rank
@@ -112,7 +113,7 @@ def reproduce(study: Study, runs: pd.DataFrame | None, extra: list[str] = (), ag
     lines = [Line(row, label(params)[0], tolerance_of(study, s)) for row, s, params in zip(rows, settings, shown)]
     excluded, unmatched = "", 0
     if runs is not None and not runs.empty:
-        owner = runs.apply(lambda run: _owner(run, settings), axis=1)
+        owner = owners(runs, settings)
         unmatched = int((owner < 0).sum())
         mine = runs[owner >= 0].assign(**{ROW_TAG: owner[owner >= 0].astype(str)})
         if not mine.empty:
@@ -148,8 +149,21 @@ def shared_overrides(settings: list[dict[str, Any]], runs: pd.DataFrame, given: 
     return shared
 
 
-def _owner(run: pd.Series, settings: list[dict[str, Any]]) -> int:
-    """The index of the row the run belongs to (-1: none)."""
+def owners(runs: pd.DataFrame, settings: list[dict[str, Any]]) -> pd.Series:
+    """Per run the index of the row it belongs to (-1: none), decided once per distinct combination
+    of the params the rows set (runs differing only in their seed or elsewhere are alike)."""
+    read = sorted({f"params.{k}" for s in settings for k in s} & set(runs.columns))
+    if not read:
+        return pd.Series(_owner({}, settings), index=runs.index, dtype="int64")
+    values = runs[read].astype(object).where(runs[read].notna(), None)
+    codes = values.groupby(read, sort=False, dropna=False).ngroup().to_numpy()
+    firsts = np.unique(codes, return_index=True)[1]
+    decided = np.array([_owner(dict(zip(read, row)), settings) for row in values.to_numpy()[firsts]], dtype=np.int64)
+    return pd.Series(decided[codes], index=runs.index)
+
+
+def _owner(run: dict[str, Any], settings: list[dict[str, Any]]) -> int:
+    """The index of the row the run (its `params.` values) belongs to (-1: none)."""
     params = {k[len("params."):]: v for k, v in run.items() if k.startswith("params.") and isinstance(v, str)}
     fits = [i for i, s in enumerate(settings) if not mismatches(s, params)]
     return max(fits, key=lambda i: len(settings[i]), default=-1)

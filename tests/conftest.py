@@ -55,6 +55,12 @@ def compose_run(overrides: list[str], output_dir: Path) -> tuple[DictConfig, Run
     return cfg, ctx
 
 
+@pytest.fixture(autouse=True)
+def run_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The analysis run cache (analysis/runcache.py) of each test in a temp dir, never in ~/.cache."""
+    monkeypatch.setenv("CIFARZOO_CACHE_DIR", str(tmp_path_factory.mktemp("runcache")))
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models: one intra-op thread is faster and steadier on a shared 2-core box."""

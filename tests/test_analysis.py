@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from analysis_store import Store, build, params_for
 
@@ -279,8 +280,11 @@ def test_api_reads_all_runs_with_one_search_and_no_histories(store, monkeypatch)
 
     monkeypatch.setattr(MlflowClient, "search_runs", counted_search)
     monkeypatch.setattr(MlflowClient, "get_metric_history", counted_history)
-    runs = analysis.load_runs(store.uri, experiments=["lr-study", "zoo"])
+    runs = analysis.load_runs(store.uri, experiments=["lr-study", "zoo"], api=True)
     assert calls == {"search_runs": 1, "get_metric_history": 0}
+    fast = analysis.load_runs(store.uri, experiments=["lr-study", "zoo"])  # a sqlite store's SQL path: no API call
+    assert calls == {"search_runs": 1, "get_metric_history": 0}
+    pd.testing.assert_frame_equal(fast, runs)
     assert len(runs) == 17 + 11
     assert list(runs.columns[:6]) == ["run_id", "experiment", "status", "start_time", "end_time", "run_name"]
     assert {"params.optim.lr", "metrics.test_error", "metrics.train_time_s", "tags.config_hash"} <= set(runs.columns)
