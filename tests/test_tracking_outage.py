@@ -5,10 +5,6 @@ call that sees the server's Host-header refusal."""
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -17,9 +13,9 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from conftest import QUICK, compose_run, free_port
+from conftest import QUICK, compose_run
+from served import Server
 from cifarzoo.errors import ConfigError
-from cifarzoo.paths import REPO_DIR
 from cifarzoo.sweep import OUTCOME_FILE
 from cifarzoo.task import RunContext, train
 from cifarzoo.tracking import OUTBOX_FILE, Tracker, TrackingLost, check_reachable, default_allowed_hosts
@@ -27,37 +23,6 @@ from cifarzoo.tracking import OUTBOX_FILE, Tracker, TrackingLost, check_reachabl
 pytestmark = pytest.mark.slow
 
 SMALL = [*QUICK, "model.depth=8", "data.train_size=128", "data.test_size=64", "train.batch_size=32"]
-
-
-class Server:
-    """`python -m cifarzoo.tracking serve` on a fixed port, stopped and started at will."""
-
-    def __init__(self, tmp_path: Path, *extra: str) -> None:
-        self.port, self.tmp, self.extra = free_port(), tmp_path, extra
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Server:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cifarzoo.tracking", "serve", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.tmp / 'server.db'}", "--artifacts", str(self.tmp / "artifacts"),
-             *self.extra],
-            cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=open(self.tmp / "server.log", "a"), start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.uri}/health", timeout=2).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            assert self.proc.poll() is None, (self.tmp / "server.log").read_text()[-2000:]
-            time.sleep(0.3)
-        raise AssertionError("server did not answer within 120 s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # an outage, not a clean shutdown: the server and its workers
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture
