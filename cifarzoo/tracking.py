@@ -161,9 +161,12 @@ def _get_or_create_experiment(client: MlflowClient, name: str, artifacts: str | 
 
 
 # MLflow's client retries a failing http call for minutes by default; a run buffers its metrics
-# instead (below), so each call gives up sooner. Environment variables the user set win.
-_HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# instead (below), so each call gives up sooner: a hung server (connected, never answering) costs
+# at most ~2 x 10 s + 1 s per call, in the uploader thread. Environment variables the user set win.
+_HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+_RETRY_S = 5.0  # the uploader retries an outbox the server did not take this often
+_ENDING_WAIT_S = 30.0  # a failed or stopped run waits at most this long for its last tracking calls
 _OUTAGE = (MlflowException, OSError)  # requests' errors are OSErrors; a failing store raises MlflowException
 OUTBOX_FILE = "pending_metrics.jsonl"
 FINAL_METRIC = "train_time_s"
@@ -174,10 +177,12 @@ class Tracker:
     `<output_dir>/mlflow_run.json` so that a resumed run logs nothing twice.
 
     Metrics go through an outbox file in the run dir (`pending_metrics.jsonl`, appended and
-    fsynced before each upload, emptied once the server has them): while the tracking server is
-    unreachable the run trains on and its metrics wait there, in order, with their original
-    timestamps; they are uploaded when the server answers again, at the latest when the run is
-    resumed. MLflow drops exact duplicates, so an upload repeated after a crash logs nothing twice.
+    fsynced, emptied once the server has them): the training loop only appends; a background
+    uploader thread sends them, so a slow, refusing or hung server never stalls an epoch. While
+    the server is unreachable the run trains on and its metrics wait there, in order, with their
+    original timestamps; they are uploaded when the server answers again, at the latest when the
+    run is resumed. The run's end waits at most `wait_s` (`tracking.wait_s`) for the uploads.
+    MLflow drops exact duplicates, so an upload repeated after a crash logs nothing twice.
 
     At whatever end (finished, failed, interrupted, requeued) the run's log file goes up as an
     artifact, and MLflow's system-metrics sampler (`system/...`, started by `open`) stops. System
@@ -196,6 +201,12 @@ class Tracker:
         self.log_file: Path | None = None  # the job's log, uploaded at the run's end
         self.log_artifact_dir: str | None = None  # where in the run's artifacts it goes (None: top level)
         self._sampler: Any = None  # MLflow's SystemMetricsMonitor while it samples
+        self._file_lock = threading.Lock()  # the outbox file: appends vs. the uploader's rewrites
+        self._upload_lock = threading.Lock()  # one upload of the outbox at a time
+        self._wake = threading.Event()  # new records, or the run's end: upload now
+        self._drained = threading.Event()  # the outbox is empty (set and cleared under _file_lock)
+        self._drained.set()
+        self._uploader: threading.Thread | None = None
 
     @classmethod
     def open(
@@ -265,6 +276,7 @@ class Tracker:
                 tracker.log_artifact_dir = f"logs/{log_file.parent.parent.name}_{log_file.parent.name}"
         if system_metrics_s is not None and not tracker.finished_before:
             tracker._start_sampler(uri, system_metrics_s, resume=resumed)
+        tracker.start_uploader()
         return tracker
 
     # -- metrics, through the outbox ---------------------------------------------------------
@@ -291,16 +303,46 @@ class Tracker:
             self._upload([record])
             return
         try:
-            with open(self.outbox, "a") as f:
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            with self._file_lock:
+                with open(self.outbox, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                self._drained.clear()
         except OSError as error:  # e.g. a full disk: straight to the server, which may still take it
             log.warning("cannot write %s (%s); uploading directly", self.outbox, first_line(error))
             self.flush()
             self._upload([record])
             return
-        self.flush()
+        if self._uploader is None:
+            self.flush()
+        else:
+            self._wake.set()
+
+    def start_uploader(self) -> None:
+        """Upload the outbox from a daemon thread from now on (`_post` then only appends)."""
+        if self.outbox is None or self._uploader is not None:
+            return
+        self._uploader = threading.Thread(target=self._upload_loop, daemon=True, name="cifarzoo-uploader")
+        self._uploader.start()
+
+    def _upload_loop(self) -> None:
+        while True:
+            self._wake.wait(timeout=None if self._drained.is_set() else _RETRY_S)
+            self._wake.clear()
+            self.flush()
+
+    def drain(self, wait_s: float) -> bool:
+        """Wait up to `wait_s` seconds for the uploader to empty the outbox; whether it did."""
+        if self._uploader is None:
+            return self.flush()
+        deadline = time.monotonic() + wait_s
+        while True:
+            self._wake.set()
+            if self._drained.wait(timeout=max(0.0, min(_RETRY_S, deadline - time.monotonic()))):
+                return True
+            if time.monotonic() >= deadline:
+                return False
 
     def pending(self) -> list[dict[str, Any]]:
         """The metric records the server has not confirmed yet, oldest first."""
@@ -316,30 +358,50 @@ class Tracker:
         return records
 
     def flush(self) -> bool:
-        """Upload the outbox in order; False (the rest kept) if the server does not take it."""
-        records = self.pending()
-        for i, record in enumerate(records):
-            try:
-                self._upload([record])
-            except _OUTAGE as error:
-                self._keep(records[i:])
-                if not self._outage_reported:
-                    log.warning("tracking server unreachable (%s); training goes on, metrics wait in %s",
-                                first_line(error), self.outbox)
-                    self._outage_reported = True
-                return False
-        if self.outbox is not None:
-            self.outbox.unlink(missing_ok=True)
-        if self._outage_reported:
-            log.info("tracking server back: %d pending metric records uploaded", len(records))
-            self._outage_reported = False
-        return True
+        """Upload the outbox in order; False (the rest kept) if the server does not take it. Records
+        appended meanwhile stay for the next round (only the uploaded ones leave the file)."""
+        with self._upload_lock:
+            uploaded_any = False
+            while True:
+                with self._file_lock:
+                    records = self.pending()
+                    if not records:
+                        if self.outbox is not None:
+                            self.outbox.unlink(missing_ok=True)
+                        self._drained.set()
+                        break
+                for i, record in enumerate(records):
+                    try:
+                        self._upload([record])
+                    except _OUTAGE as error:
+                        self._drop(i)
+                        if not self._outage_reported:
+                            log.warning("tracking server unreachable (%s); training goes on, metrics wait in %s",
+                                        first_line(error), self.outbox)
+                            self._outage_reported = True
+                        return False
+                self._drop(len(records))
+                uploaded_any = True
+            if self._outage_reported and uploaded_any:
+                log.info("tracking server back: the pending metric records are uploaded")
+                self._outage_reported = False
+            return True
+
+    def _drop(self, count: int) -> None:
+        """Remove the first `count` records of the outbox (uploaded); those appended since stay."""
+        if count == 0:
+            return
+        with self._file_lock:
+            self._keep(self.pending()[count:])
 
     def _upload(self, records: list[dict[str, Any]]) -> None:
         metrics = [Metric(k, v, r["timestamp"], r["step"]) for r in records for k, v in r["metrics"].items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def _keep(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            self.outbox.unlink(missing_ok=True)
+            return
         tmp = self.outbox.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
         tmp.replace(self.outbox)
@@ -410,14 +472,12 @@ class Tracker:
     def finish(self, wait_s: float = 0.0) -> None:
         """Upload what is pending (retrying up to `wait_s` seconds) and mark the run FINISHED, or
         raise TrackingLost when the server is still away."""
-        self._stop_sampler()
         deadline = time.monotonic() + wait_s
-        while not self.flush():
-            if time.monotonic() >= deadline:
-                raise TrackingLost(
-                    f"the tracking server is unreachable at the end of the run; {len(self.pending())} metric records "
-                    f"are kept in {self.outbox}: rerun the same command when it is back to upload them and finish the run")
-            time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+        self._stop_sampler(min(10.0, wait_s))
+        if not self.drain(max(0.0, deadline - time.monotonic())):
+            raise TrackingLost(
+                f"the tracking server is unreachable at the end of the run; {len(self.pending())} metric records "
+                f"are kept in {self.outbox}: rerun the same command when it is back to upload them and finish the run")
         self._wrap_up()
         try:
             self.client.set_terminated(self.run_id, "FINISHED")
@@ -441,13 +501,22 @@ class Tracker:
             self.client.set_terminated(self.run_id, "KILLED")))
 
     def _best_effort(self, what: str, call: Any) -> None:
-        """A run that is ending anyway reports a tracking failure in one line, not a second traceback."""
-        self.flush()
-        self._wrap_up()
-        try:
-            call()
-        except _OUTAGE as error:
-            log.error("could not %s of MLflow run %s: %s", what, self.run_id, first_line(error))
+        """A run that is ending anyway reports a tracking failure in one line, not a second
+        traceback, and waits at most ~30 s for a server that does not answer."""
+        def calls() -> None:
+            self.drain(_ENDING_WAIT_S / 2)
+            self._wrap_up()
+            try:
+                call()
+            except _OUTAGE as error:
+                log.error("could not %s of MLflow run %s: %s", what, self.run_id, first_line(error))
+
+        ending = threading.Thread(target=calls, daemon=True, name="cifarzoo-tracking-end")
+        ending.start()
+        ending.join(_ENDING_WAIT_S)
+        if ending.is_alive():
+            log.error("could not %s of MLflow run %s: the tracking server did not answer within %.0f s",
+                      what, self.run_id, _ENDING_WAIT_S)
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
