@@ -206,6 +206,38 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one_and_logs_no_epoch
     assert run.info.status == "FINISHED" and steps(client, run.info.run_id) == [1, 2, 3]
 
 
+def test_flipped_bytes_inside_a_tensor_are_caught_by_the_checksum_and_the_previous_checkpoint_is_used(
+        tmp_path, caplog):
+    path, weights = tmp_path / "checkpoint.pt", torch.arange(4096, dtype=torch.float32)
+    checkpoint.save_atomic({"model": {"w": weights}, "epoch": 1}, path)
+    checkpoint.save_atomic({"model": {"w": weights + 1}, "epoch": 2}, path)
+    data = bytearray(path.read_bytes())
+    start = data.find((weights + 1).numpy().tobytes()[:256])
+    assert start > 0
+    for i in range(start + 4000, start + 4064):  # 64 bytes of bit rot inside the weight tensor
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert torch.load(path, weights_only=True)["epoch"] == 2  # torch's zip reader notices nothing
+
+    with caplog.at_level(logging.WARNING, logger="cifarzoo"):
+        state = checkpoint.load(path)
+    assert state["epoch"] == 1 and torch.equal(state["model"]["w"], weights)
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "sha256" in warning.getMessage() and "checkpoint.prev.pt" in warning.getMessage()
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.read(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_a_checkpoint_error_line_says_what_torch_refused_without_its_half_sentences(tmp_path):
+    malicious_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "marker")  # torch's refusal runs on for lines
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.read(tmp_path / "checkpoint.pt")
+    reason = str(error.value).split("unreadable checkpoint (", 1)[1]
+    assert "\x1b" not in reason and "two options" not in reason, reason  # not half of torch's how-to
+    assert "plain data" in reason and len(reason) <= 202, reason
+
+
 def test_no_readable_checkpoint_is_one_line_with_the_way_out_and_restart_starts_over(
         make_run, client, monkeypatch, capsys, one_thread):
     monkeypatch.setattr(Trainer, "save", stop_after_epoch(2))
