@@ -550,17 +550,25 @@ def recorded_run(directory: Path) -> dict[str, Any]:
 
 
 def _previous_run(client: MlflowClient, run_file: Path, uri: str, experiment_id: str) -> Any:
+    """The MLflow run `run_file` records, to resume; None when there is none. A record that cannot
+    be resumed (another store or experiment, a deleted or missing run) is a one-line ConfigError:
+    a new MLflow run would hold only the remaining epochs."""
     if not run_file.exists():
         return None
-    record = json.loads(run_file.read_text())
-    if record.get("tracking_uri") != uri or record.get("experiment_id") != experiment_id:
-        return None
+    record, where = recorded_run(run_file.parent), str(run_file.parent)
+    if record.get("tracking_uri") != uri:
+        raise ConfigError("tracking.uri", f"{where} records MLflow run {record.get('run_id')} in "
+                          f"{record.get('tracking_uri')}; resume with that tracking.uri, or +restart=true", uri)
+    if record.get("experiment_id") != experiment_id:
+        raise ConfigError("tracking.experiment", f"{where} records MLflow run {record.get('run_id')} in experiment id "
+                          f"{record.get('experiment_id')}; resume with that experiment, or +restart=true", experiment_id)
     try:
-        run = client.get_run(record["run_id"])
+        run = client.get_run(str(record.get("run_id")))
     except MlflowException:
-        return None
-    if run.info.lifecycle_stage == "deleted":
-        return None
+        run = None
+    if run is None or run.info.lifecycle_stage == "deleted":
+        raise ConfigError("hydra.run.dir", f"its MLflow run {record.get('run_id')} is gone from {uri}; "
+                          "+restart=true starts the run over", where)
     return run
 
 

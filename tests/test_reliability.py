@@ -18,6 +18,7 @@ import torch
 
 from cifarzoo import checkpoint
 from cifarzoo.checkpoint import CheckpointError
+from cifarzoo.errors import ConfigError
 from cifarzoo.loop import Diverged, Trainer
 from cifarzoo.runlock import LOCK_FILE, RunLock
 from cifarzoo.sweep import OUTCOME_FILE, failed_jobs, summarize, write_outcome
@@ -412,3 +413,49 @@ def test_a_non_finite_test_loss_marks_the_run_diverged(make_run, client, monkeyp
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"] == "diverged" and run.data.tags["diverged_epoch"] == "1"
     assert steps(client, run.info.run_id) == [1]  # stopped at once, not an epoch later
+
+
+# -- a resume whose MLflow run is gone --------------------------------------------------------
+
+def all_runs(client, experiment="test"):
+    from mlflow.entities import ViewType
+
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)
+
+
+def test_a_resume_whose_mlflow_run_was_deleted_is_refused_in_one_line_not_a_partial_new_run(
+        make_run, client, monkeypatch, one_thread):
+    monkeypatch.setattr(Trainer, "save", stop_after_epoch(1))
+    cfg, ctx = make_run(*SMALL, "train.epochs=2", out="run")
+    with pytest.raises(SystemExit):
+        train(cfg, ctx)
+    monkeypatch.undo()
+    (run,) = runs_of(client)
+    client.delete_run(run.info.run_id)
+    with pytest.raises(ConfigError) as error:
+        train(cfg, ctx)
+    message = str(error.value)
+    assert "\n" not in message and "+restart=true" in message and run.info.run_id in message
+    assert len(all_runs(client)) == 1  # no new run holding epoch 2 alone
+
+    cfg, again = make_run(*SMALL, "train.epochs=2", "+restart=true", out="run")
+    assert math.isfinite(train(cfg, again))
+    assert [r.info.status for r in runs_of(client)] == ["FINISHED"]
+
+
+def test_a_resume_against_another_store_names_the_recorded_tracking_uri(make_run, tmp_path, monkeypatch, one_thread):
+    monkeypatch.setattr(Trainer, "save", stop_after_epoch(1))
+    cfg, ctx = make_run(*SMALL, "train.epochs=2", out="run")
+    with pytest.raises(SystemExit):
+        train(cfg, ctx)
+    monkeypatch.undo()
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    cfg, ctx = make_run(*SMALL, "train.epochs=2", f"tracking.uri={other}", out="run")
+    with pytest.raises(ConfigError) as error:
+        train(cfg, ctx)
+    message = str(error.value)
+    assert message.startswith("tracking.uri:") and "\n" not in message
+    assert f"tracking.uri={cfg.tracking.uri}" not in message and "tracking.uri=sqlite:///" in message
+    assert str(tmp_path / "mlflow.db") in message  # the store that holds the run
+
