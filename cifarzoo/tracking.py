@@ -19,6 +19,7 @@ import re
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -230,15 +231,26 @@ class Tracker:
             logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a line per retry; ours says it once
         client, experiment_id = connect(uri, experiment)
         run_file = output_dir / RUN_FILE
-        run = _previous_run(client, run_file, uri, experiment_id)
+        run = _previous_run(client, run_file, uri, experiment_id) or _adopted_run(client, output_dir, uri, experiment_id)
         resumed = run is not None
         if run is None:
-            run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-            output_dir.mkdir(parents=True, exist_ok=True)
-            (output_dir / OUTBOX_FILE).unlink(missing_ok=True)  # a discarded run's, never uploaded to this one
-            tmp = run_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri, "experiment_id": experiment_id}))
-            tmp.replace(run_file)
+            run = _created_run(client, output_dir, uri, experiment_id, run_name, tags)
+        try:
+            tracker = cls._opened(client, run, resumed, uri, output_dir, params, tags, config_yaml, log_file,
+                                  system_metrics_s)
+        except BaseException as error:  # no run left RUNNING behind: a new one FAILED, a resumed one as it was
+            _close_unopened(client, run.info.run_id, resumed, run.info.status, error)
+            if isinstance(error, (ConfigError, TrackingLost)) or not isinstance(error, Exception):
+                raise
+            raise TrackingLost(f"could not open MLflow run {run.info.run_id} ({type(error).__name__}: "
+                               f"{first_line(error, 200)}); it is closed, rerun the same command") from None
+        return tracker
+
+    @classmethod
+    def _opened(cls, client: MlflowClient, run: Any, resumed: bool, uri: str, output_dir: Path,
+                params: dict[str, str], tags: dict[str, str], config_yaml: str, log_file: Path | None,
+                system_metrics_s: float | None) -> Tracker:
+        if not resumed:
             tracker = cls(client, run.info.run_id, 0, False, output_dir / OUTBOX_FILE)
             existing: dict[str, str] = {}
         else:
@@ -251,6 +263,8 @@ class Tracker:
             finished_before = run.info.status == "FINISHED"
             if not finished_before:
                 client.update_run(run.info.run_id, status="RUNNING")
+                if "failure_reason" in run.data.tags:  # of the attempt before: this one has not failed
+                    client.delete_tag(run.info.run_id, "failure_reason")
             tracker = cls(client, run.info.run_id, 0, finished_before, output_dir / OUTBOX_FILE)
             uploaded = tracker.pending()
             if uploaded and not tracker.flush():
@@ -342,7 +356,12 @@ class Tracker:
             if self._drained.wait(timeout=max(0.0, min(_RETRY_S, deadline - time.monotonic()))):
                 return True
             if time.monotonic() >= deadline:
-                return False
+                break
+        # Out of time: one last round here unless the uploader is mid-upload or the server just failed it.
+        if self._outage_reported or not self._upload_lock.acquire(blocking=False):
+            return False
+        self._upload_lock.release()
+        return self.flush()
 
     def pending(self) -> list[dict[str, Any]]:
         """The metric records the server has not confirmed yet, oldest first."""
@@ -572,6 +591,68 @@ def _previous_run(client: MlflowClient, run_file: Path, uri: str, experiment_id:
     return run
 
 
+
+
+PENDING_FILE = "mlflow_run.pending.json"  # a run being created: the token its MLflow run is tagged with
+_TOKEN_TAG = "cifarzoo.create_token"
+
+
+def _created_run(client: MlflowClient, output_dir: Path, uri: str, experiment_id: str, run_name: str,
+                 tags: dict[str, str]) -> Any:
+    """A new MLflow run, recorded in `output_dir/mlflow_run.json`. A token written to the dir
+    before `create_run` and tagged on the run lets a process killed in between be found again
+    (`_adopted_run`): no orphan RUNNING run."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / OUTBOX_FILE).unlink(missing_ok=True)  # a discarded run's, never uploaded to this one
+    token = uuid.uuid4().hex
+    _write_json(output_dir / PENDING_FILE, {"token": token, "tracking_uri": uri, "experiment_id": experiment_id})
+    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, _TOKEN_TAG: token})
+    _write_json(output_dir / RUN_FILE, {"run_id": run.info.run_id, "tracking_uri": uri, "experiment_id": experiment_id})
+    (output_dir / PENDING_FILE).unlink(missing_ok=True)
+    return run
+
+
+def _adopted_run(client: MlflowClient, output_dir: Path, uri: str, experiment_id: str) -> Any:
+    """The run a process killed between `create_run` and writing `mlflow_run.json` created in
+    this dir (found by its token), now recorded and resumed; None when there is none."""
+    try:
+        pending = json.loads((output_dir / PENDING_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(pending, dict) or pending.get("tracking_uri") != uri or pending.get("experiment_id") != experiment_id:
+        return None
+    token = str(pending.get("token", ""))
+    if not re.fullmatch(r"[0-9a-f]{32}", token):
+        return None
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{_TOKEN_TAG}` = '{token}'", max_results=1)
+    if not found:
+        (output_dir / PENDING_FILE).unlink(missing_ok=True)
+        return None
+    run = found[0]
+    _write_json(output_dir / RUN_FILE, {"run_id": run.info.run_id, "tracking_uri": uri, "experiment_id": experiment_id})
+    (output_dir / PENDING_FILE).unlink(missing_ok=True)
+    log.info("MLflow run %s was created here by a process that died before recording it: resuming it", run.info.run_id)
+    return run
+
+
+def _close_unopened(client: MlflowClient, run_id: str, resumed: bool, status: str, error: BaseException) -> None:
+    """A run `Tracker.open` could not finish opening: a new one FAILED with the reason; a resumed
+    one back to its `status` before (KILLED if it was RUNNING; a FINISHED one is left alone). One
+    log line if even that fails."""
+    try:
+        if not resumed:
+            client.set_tag(run_id, "failure_reason", f"could not open the run: {type(error).__name__}: {first_line(error)}")
+            client.set_terminated(run_id, "FAILED")
+        elif status != "FINISHED":
+            client.set_terminated(run_id, status if status in ("FAILED", "KILLED") else "KILLED")
+    except Exception as closing:  # the store that just failed may fail again
+        log.error("could not close MLflow run %s after a failed start: %s", run_id, first_line(closing))
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
 
 
 def serve_command(host: str, port: int, backend_store_uri: str, artifacts: Path, workers: int,
