@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -231,17 +232,33 @@ def _decide_where(cfg: DictConfig, ctx: RunContext, uri: str, chash: str, world_
             raise refused
         return Decision("invalid", str(refused)), run_dir, ctx.output_dir
     if decision.action in ("run", "resume") and not cfg.get("plan", False):
-        lock = RunLock(run_dir)
         try:
-            lock.acquire()
+            for lock in (RunLock(run_dir), *_claim(uri, cfg.tracking.experiment, chash, cfg.seed, run_dir)):
+                lock.acquire()
+                held.append(lock)
         except RunLocked as error:
             return Decision("skip", str(error), output_dir=run_dir, running_elsewhere=True), run_dir, ctx.output_dir
-        held.append(lock)
+        if decision.action == "run":  # decided before the claim: a twin may have finished meanwhile
+            again = _decide(cfg, ctx, uri, chash)
+            if again.action == "skip":
+                return again, run_dir, ctx.output_dir
         for path in checkpoint.remove_stale_temp_files(run_dir):
             log.info("removed %s, left by a save that did not finish", path.name)
         if cfg.get("restart", False):
             _start_over(run_dir, uri)
     return decision, run_dir, ctx.output_dir
+
+
+def _claim(uri: str, experiment: str, chash: str, seed: int, run_dir: Path) -> list[RunLock]:
+    """The claim of this configuration and seed in a sqlite store: a lock file in the store's folder
+    (`claims/`), taken before training, so two jobs started together in different dirs train it
+    once (the second is skipped as running elsewhere, naming the first's dir). Other stores have no
+    shared folder: there, the experiment's runs and the run dir's lock decide."""
+    db = sqlite_path(uri)
+    if db is None:
+        return []
+    folder = re.sub(r"[^\w.-]", "_", experiment)
+    return [RunLock(db.parent / "claims" / folder, f"{chash}-seed{seed}.lock", run_dir=str(run_dir))]
 
 
 def _start_over(run_dir: Path, uri: str) -> None:

@@ -162,6 +162,61 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(make_run, client, one_thre
     assert not list(ctx.output_dir.glob(".checkpoint*.tmp*"))
 
 
+@pytest.mark.parametrize("record", [
+    {}, {"pid": "abc", "host": "HERE"}, {"host": "HERE"}, [1, 2], "own-pid", "pid-1-reused", "foreign-start-time"])
+def test_a_lock_without_a_live_holder_is_stale_in_one_line(tmp_path, record):
+    """Malformed files, this very process (not holding it), and a live pid whose start time is not
+    the recorded one (a reused pid, or pid 1 named by hand) hold nothing."""
+    from cifarzoo.runlock import holder, start_time
+
+    here = os.uname().nodename
+    records = {"own-pid": {"host": here, "pid": os.getpid(), "start_time": start_time(os.getpid())},
+               "pid-1-reused": {"host": here, "pid": 1},
+               "foreign-start-time": {"host": here, "pid": os.getppid(), "start_time": "12"}}
+    if isinstance(record, str):
+        record = records[record]
+    elif isinstance(record, dict) and "host" in record:
+        record = {**record, "host": here}
+    (tmp_path / LOCK_FILE).write_text(json.dumps(record))
+    assert holder(tmp_path) is None
+    with RunLock(tmp_path):  # taken over
+        assert holder(tmp_path)["pid"] == os.getpid()  # held by this process now: live
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_lock_of_a_live_process_with_its_start_time_is_held(tmp_path):
+    from cifarzoo.runlock import RunLocked, holder, start_time
+
+    parent = os.getppid()
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"host": os.uname().nodename, "pid": parent,
+                                                  "start_time": start_time(parent)}))
+    assert holder(tmp_path)["pid"] == parent
+    with pytest.raises(RunLocked) as error:
+        RunLock(tmp_path).acquire()
+    assert "\n" not in str(error.value) and f"pid {parent}" in str(error.value)
+
+
+@pytest.mark.slow
+def test_two_processes_started_together_in_different_dirs_train_the_configuration_once(tmp_path):
+    """The claim of (config_hash, seed) in the store's folder, taken before training."""
+    from conftest import REPO_DIR
+    from mlflow.tracking import MlflowClient
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "CIFARZOO_OUTPUTS": str(tmp_path / "outputs"), "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, str(REPO_DIR / "run.py"), "data=fake", "data.train_size=1024", "data.test_size=64",
+            "model.depth=8", "train.epochs=2", "train.batch_size=64", "train.device=cpu"]
+    procs = [subprocess.Popen([*args, f"hydra.run.dir={tmp_path / name}"], cwd=REPO_DIR, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("a", "b")]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", outputs
+    log = "\n".join(outputs)
+    assert "running elsewhere" in log or "FINISHED before as MLflow run" in log
+
+
 @pytest.mark.slow
 def test_two_processes_started_on_one_run_dir_train_it_once(tmp_path):
     from conftest import REPO_DIR
