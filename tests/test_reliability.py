@@ -514,3 +514,60 @@ def test_a_resume_against_another_store_names_the_recorded_tracking_uri(make_run
     assert f"tracking.uri={cfg.tracking.uri}" not in message and "tracking.uri=sqlite:///" in message
     assert str(tmp_path / "mlflow.db") in message  # the store that holds the run
 
+
+
+# -- what a sweep trusts in the store ----------------------------------------------------------
+
+def test_a_forged_finished_run_is_not_trusted_and_a_skip_names_the_run_dir_it_trusts(
+        make_run, client, tmp_path, caplog, one_thread):
+    from mlflow.entities import Metric
+
+    from cifarzoo.tracking import log_params
+
+    cfg, first = make_run(*SMALL, "train.epochs=1", out="first")
+    error = train(cfg, first)
+    (real,) = runs_of(client)
+    # Anyone who can write the store: a FINISHED run with the same config_hash and seed, a perfect
+    # result, and an output_dir tag naming a real dir that does not hold it.
+    (tmp_path / "elsewhere").mkdir()
+    forged = client.create_run(real.info.experiment_id, tags={**real.data.tags, "output_dir": str(tmp_path / "elsewhere")})
+    log_params(client, forged.info.run_id, real.data.params)
+    client.log_batch(forged.info.run_id, metrics=[Metric("test_error", 0.0, 0, 1)])
+    client.set_terminated(forged.info.run_id, "FINISHED")
+
+    cfg, again = make_run(*SMALL, "train.epochs=1", out="sweep/0")
+    with caplog.at_level(logging.WARNING, logger="cifarzoo"):
+        assert train(cfg, again) == error  # the real run's result, not the forged 0.0
+    assert "not trusted" in caplog.text and forged.info.run_id in caplog.text
+    detail = json.loads((again.output_dir / OUTCOME_FILE).read_text())
+    assert detail["outcome"] == "skipped" and real.info.run_id in detail["detail"]
+    assert f"in {first.output_dir}" in detail["detail"]  # the run dir the skip trusts
+
+
+def test_a_finished_run_with_no_run_dir_is_shown_as_created_outside_cifarzoo(client, tmp_path):
+    from cifarzoo.sweep import decide
+
+    experiment = client.create_experiment("outside")
+    run = client.create_run(experiment, tags={"config_hash": "abc"})
+    client.log_param(run.info.run_id, "seed", "0")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    decision = decide(client, "outside", "abc", 0, rerun_failed=False)
+    assert decision.action == "skip" and "created outside cifarzoo" in decision.reason
+
+
+@pytest.mark.slow
+def test_a_disk_that_takes_no_bytes_at_start_is_one_line_not_a_hydra_traceback(tmp_path):
+    """RLIMIT_FSIZE=0 (Python ignores SIGXFSZ): every write fails, as on a full disk, starting with
+    Hydra's own .hydra/config.yaml before the task runs."""
+    import resource
+
+    from conftest import QUICK, run_cli
+
+    def no_bytes() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    done = run_cli([*QUICK, f"hydra.run.dir={tmp_path / 'run'}"],
+                   {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}, timeout=300, preexec_fn=no_bytes)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cifarzoo: error: cannot write the run's files"), done.stderr[-2000:]
