@@ -208,6 +208,7 @@ class Tracker:
         self._drained = threading.Event()  # the outbox is empty (set and cleared under _file_lock)
         self._drained.set()
         self._uploader: threading.Thread | None = None
+        self._closed = False  # the run has ended: the uploader stops
 
     @classmethod
     def open(
@@ -341,10 +342,16 @@ class Tracker:
         self._uploader.start()
 
     def _upload_loop(self) -> None:
-        while True:
+        while not self._closed:
             self._wake.wait(timeout=None if self._drained.is_set() else _RETRY_S)
             self._wake.clear()
-            self.flush()
+            if not self._closed:
+                self.flush()
+
+    def _stop_uploader(self) -> None:
+        """The run has ended: the thread exits (what it has not sent stays in the outbox)."""
+        self._closed = True
+        self._wake.set()
 
     def drain(self, wait_s: float) -> bool:
         """Wait up to `wait_s` seconds for the uploader to empty the outbox; whether it did."""
@@ -494,9 +501,11 @@ class Tracker:
         deadline = time.monotonic() + wait_s
         self._stop_sampler(min(10.0, wait_s))
         if not self.drain(max(0.0, deadline - time.monotonic())):
+            self._stop_uploader()  # the outbox waits for the rerun
             raise TrackingLost(
                 f"the tracking server is unreachable at the end of the run; {len(self.pending())} metric records "
                 f"are kept in {self.outbox}: rerun the same command when it is back to upload them and finish the run")
+        self._stop_uploader()
         self._wrap_up()
         try:
             self.client.set_terminated(self.run_id, "FINISHED")
@@ -524,6 +533,7 @@ class Tracker:
         traceback, and waits at most ~30 s for a server that does not answer."""
         def calls() -> None:
             self.drain(_ENDING_WAIT_S / 2)
+            self._stop_uploader()
             self._wrap_up()
             try:
                 call()

@@ -304,17 +304,27 @@ def _checkpoint_state(path: Path, require_final: bool, key: str) -> dict[str, An
     return state
 
 
+def local_data_root() -> str:
+    """This machine's dataset folder: conf/config.yaml's `data.root` ($CIFARZOO_DATA_ROOT, else <repo>/data)."""
+    from cifarzoo.paths import REPO_DIR
+
+    return str(OmegaConf.select(OmegaConf.load(REPO_DIR / "conf" / "config.yaml"), "data.root"))
+
+
 def load_trained(ref: str | Path, tracking_uri: str | None = None, device: str = "auto",
                  data_root: str | Path | None = None) -> TrainedModel:
     """Any run with a checkpoint (finished or not: `.finished`), by run dir, checkpoint path or run id
     (looked up in `tracking_uri`, default: the training default), with its latest weights on `device`
-    (auto | cpu | cuda | cuda:N). `data_root` replaces the run's `data.root`. Errors name the CLI's
+    (auto | cpu | cuda | cuda:N). The dataset is read from `data_root`, default this machine's
+    (`local_data_root`), never from the stored config's `data.root`. Errors name the CLI's
     arguments (`python -m cifarzoo.evaluate`)."""
     from cifarzoo.build import resolve_device  # cifarzoo.build imports this module
     from cifarzoo.paths import default_tracking_uri
 
     run = find_run(ref, tracking_uri or default_tracking_uri(), "run", require_finished=False,
                    uri_key="--tracking-uri")
+    # The stored data.root is a path from the store: torchvision unpickles CIFAR's batches there.
+    data_root = local_data_root() if data_root is None else data_root
     try:
         torch_device = resolve_device(device)
     except ConfigError:

@@ -163,3 +163,19 @@ def test_the_projects_own_stored_config_still_rebuilds(served_run):
     server, run_id, _ = served_run
     trained = load_trained(run_id, server.uri, device="cpu")
     assert trained.finished and type(trained.model).__name__ == "ResNetPreAct"
+
+
+def test_evaluate_reads_the_dataset_from_this_machines_data_root_not_the_stored_one(served_run, tmp_path,
+                                                                                     restore_config):
+    """torchvision unpickles CIFAR's batches: a stored `data.root` must not choose which files."""
+    from cifarzoo.trained import local_data_root
+
+    server, run_id, _ = served_run
+    client = MlflowClient(server.uri)
+    config = _stored(served_run)
+    config["data"]["root"] = str(tmp_path / "planted")
+    client.log_text(run_id, OmegaConf.to_yaml(config), "config.yaml")
+    trained = load_trained(run_id, server.uri, device="cpu")
+    assert trained.cfg.data.root == local_data_root() != str(tmp_path / "planted")
+    assert load_trained(run_id, server.uri, device="cpu", data_root=tmp_path).cfg.data.root == str(tmp_path)
+
