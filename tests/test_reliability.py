@@ -544,7 +544,8 @@ def test_a_forged_finished_run_is_not_trusted_and_a_skip_names_the_run_dir_it_tr
     assert f"in {first.output_dir}" in detail["detail"]  # the run dir the skip trusts
 
 
-def test_a_finished_run_with_no_run_dir_is_shown_as_created_outside_cifarzoo(client, tmp_path):
+def test_a_finished_run_with_no_run_dir_is_shown_as_created_outside_cifarzoo(client, tracking_uri, tmp_path):
+    from analysis.runs import load_runs, unvouched
     from cifarzoo.sweep import decide
 
     experiment = client.create_experiment("outside")
@@ -553,6 +554,11 @@ def test_a_finished_run_with_no_run_dir_is_shown_as_created_outside_cifarzoo(cli
     client.set_terminated(run.info.run_id, "FINISHED")
     decision = decide(client, "outside", "abc", 0, rerun_failed=False)
     assert decision.action == "skip" and "created outside cifarzoo" in decision.reason
+    (tmp_path / "dir").mkdir()  # a run naming a dir here that does not record it
+    forged = client.create_run(experiment, tags={"config_hash": "abc", "output_dir": str(tmp_path / "dir")})
+    note = unvouched(load_runs(tracking_uri, ["outside"]))  # what `python -m analysis` prints on stderr
+    assert "1 with no run dir, created outside cifarzoo (" + run.info.run_id in note
+    assert "1 whose run dir does not record them (" + forged.info.run_id in note and "\n" not in note
 
 
 @pytest.mark.slow
