@@ -25,7 +25,12 @@ _HELD: set[Path] = set()  # lock files this process holds (a test may hold one "
 
 
 class RunLocked(Exception):
-    """The run is held by another live process; the message (one line) says which."""
+    """The run is held by another live process; the message (one line) says which, `record` is
+    the holder's lock record (empty when unknown)."""
+
+    def __init__(self, message: str, record: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.record = record or {}
 
 
 def start_time(pid: int) -> str | None:
@@ -129,7 +134,7 @@ class RunLock:
             fcntl.flock(guard, fcntl.LOCK_EX)
             record = holder(self.path.parent, self.name)
             if record is not None:
-                raise RunLocked(describe(record, self.name))
+                raise RunLocked(describe(record, self.name), record)
             self.path.unlink(missing_ok=True)
 
     def release(self) -> None:

@@ -236,8 +236,9 @@ def _decide_where(cfg: DictConfig, ctx: RunContext, uri: str, chash: str, world_
             for lock in (RunLock(run_dir), *_claim(uri, cfg.tracking.experiment, chash, cfg.seed, run_dir)):
                 lock.acquire()
                 held.append(lock)
-        except RunLocked as error:
-            return Decision("skip", str(error), output_dir=run_dir, running_elsewhere=True), run_dir, ctx.output_dir
+        except RunLocked as error:  # the run dir's lock, or the claim of another dir training this configuration
+            held_dir = Path(error.record["run_dir"]) if isinstance(error.record.get("run_dir"), str) else run_dir
+            return Decision("skip", str(error), output_dir=held_dir, running_elsewhere=True), held_dir, ctx.output_dir
         if decision.action == "run":  # decided before the claim: a twin may have finished meanwhile
             again = _decide(cfg, ctx, uri, chash)
             if again.action == "skip":

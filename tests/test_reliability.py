@@ -217,6 +217,30 @@ def test_two_processes_started_together_in_different_dirs_train_the_configuratio
     assert "running elsewhere" in log or "FINISHED before as MLflow run" in log
 
 
+def test_a_sweep_job_whose_configuration_is_claimed_elsewhere_is_skipped_naming_that_dir(make_run, client, tmp_path):
+    from omegaconf import OmegaConf
+
+    from cifarzoo import distill
+    from cifarzoo.config import config_hash
+    from cifarzoo.runlock import start_time
+    from cifarzoo.task import RunContext
+
+    cfg, ctx = make_run(*SMALL, out="sweep/0")
+    ctx = RunContext(ctx.output_dir, ctx.choices, ctx.overrides, sweep=str(ctx.output_dir.parent))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["train"]["world_size"] = 1
+    chash = config_hash(distill.identity(resolved, None))  # as the job computes it
+    claim = tmp_path / "claims" / "test" / f"{chash}-seed0.lock"  # beside the test's sqlite store
+    claim.parent.mkdir(parents=True)
+    parent = os.getppid()  # a live process of this host: the job that claimed it
+    claim.write_text(json.dumps({"host": os.uname().nodename, "pid": parent, "start_time": start_time(parent),
+                                 "run_dir": str(tmp_path / "other")}))
+    assert math.isnan(train(cfg, ctx))
+    assert runs_of(client) == []  # nothing trained
+    detail = json.loads((ctx.output_dir / OUTCOME_FILE).read_text())
+    assert detail["outcome"] == "skipped-running" and str(tmp_path / "other") in detail["detail"]
+
+
 @pytest.mark.slow
 def test_two_processes_started_on_one_run_dir_train_it_once(tmp_path):
     from conftest import REPO_DIR
