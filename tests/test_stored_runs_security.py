@@ -144,15 +144,18 @@ def _stored(served_run) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path))
 
 
-@pytest.mark.parametrize("plan", [False, True])
-def test_a_planted_teacher_config_runs_nothing_in_training_or_plan(served_run, tmp_path, restore_config, plan):
+@pytest.mark.parametrize("path", ["train", "plan", "preflight"])
+def test_a_planted_teacher_config_runs_nothing_in_training_plan_or_preflight(served_run, tmp_path, restore_config, path):
+    from cifarzoo.preflight import build_on_meta
+
     server, run_id, _ = served_run
     marker = tmp_path / "ran.txt"
     _plant_remote(server, run_id, {"_target_": "builtins.open", "file": str(marker), "mode": "w"}, "nested")
     cfg, ctx = compose_run([*TINY, f"tracking.uri={server.uri}", "tracking.experiment=student",
-                            f"train.distill.teacher='{run_id}'", *(["+plan=true"] if plan else [])], tmp_path / "student")
+                            f"train.distill.teacher='{run_id}'", *(["+plan=true"] if path == "plan" else [])],
+                           tmp_path / "student")
     with pytest.raises(ConfigError) as error:
-        train(cfg, ctx)
+        build_on_meta(cfg) if path == "preflight" else train(cfg, ctx)  # what `run.py -m` checks per job
     message = _refused(error, "open")
     assert message.startswith("train.distill.teacher:")
     assert not marker.exists()
