@@ -13,7 +13,7 @@ from typing import NoReturn
 from analysis.aggregate import AGGS, aggregate, pivot
 from analysis.errors import AnalysisError
 from analysis.formats import FORMATS, render_pivot, render_table
-from analysis.runs import load_runs, param_name, resolve_key
+from analysis.runs import load_runs, param_name, resolve_key, unvouched
 from cifarzoo.paths import DEFAULT_EXPERIMENT
 
 EPILOG = """examples:
@@ -146,6 +146,8 @@ def run(args: argparse.Namespace) -> None:
         for path in drop_cache(uri):
             print(f"analysis: deleted the run cache {path}", file=sys.stderr)
     runs = load_runs(uri, args.experiment or [DEFAULT_EXPERIMENT], args.where, progress=True, cache=args.cache)
+    if note := unvouched(runs):
+        print(note, file=sys.stderr)
     if runs.empty:
         raise AnalysisError(f"no runs in experiment(s) {', '.join(runs.attrs['experiments'])} at {uri}", status=1)
     if f"metrics.{args.metric}" not in runs.columns:

@@ -270,3 +270,23 @@ def _reason(text: object) -> str:
         return ""
     line = text.strip().splitlines()[0]
     return line if len(line) <= 60 else line[:57] + "..."
+
+
+def unvouched(df: pd.DataFrame) -> str:
+    """One line naming the runs no cifarzoo run dir vouches for (no `output_dir` tag: created
+    outside cifarzoo; or a dir on this machine whose `mlflow_run.json` names another run): anyone
+    who can write the store can add such runs (README, Trust model). Empty when there are none."""
+    from cifarzoo.sweep import vouches_for
+
+    tagged = df.get("tags.output_dir", pd.Series(None, index=df.index, dtype=object))
+    outside, forged = [], []
+    for run_id, directory in zip(df["run_id"], tagged):
+        if not isinstance(directory, str) or not directory:
+            outside.append(run_id)
+        elif Path(directory).is_dir() and not vouches_for(Path(directory), run_id):
+            forged.append(run_id)
+    parts = [f"{len(ids)} {what} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+             for ids, what in ((outside, "with no run dir, created outside cifarzoo"),
+                               (forged, "whose run dir does not record them")) if ids]
+    return f"analysis: note: included runs no cifarzoo run dir vouches for: {'; '.join(parts)}" if parts else ""
+

@@ -142,7 +142,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", choices=tuple(TTA), default="none", help="test-time augmentation (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's train.eval_batch_size")
-    p.add_argument("--data-root", default=None, help="where the dataset is on this machine (default: the run's data.root)")
+    p.add_argument("--data-root", default=None, help="where the dataset is on this machine (default: $CIFARZOO_DATA_ROOT or <repo>/data; "
+                   "never the stored config's data.root, a path from the tracking store)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     p.add_argument("--log", action="store_true", help="add the result to the MLflow run")
     p.add_argument("--export", nargs=2, metavar=("FORMAT", "PATH"), default=None,

@@ -46,6 +46,7 @@ def run_hydra_main(hydra_main: Callable[[], Any], on_stop: Callable[[int], None]
     - Hydra's own errors composing the config (`+experiment=nope`, `model=nope`, a bad override's
       syntax, an unknown key): one line `cifarzoo: error: overrides: ...`, exit 2;
     - an exception from the task (a single run): its traceback from the task down, exit 1;
+    - an OSError before the task (Hydra writing `.hydra/` on a full disk): one line, exit 1;
     - Ctrl-C (KeyboardInterrupt) anywhere: exit 130, after one line;
     - a multirun that stops early (a signal, a second Ctrl-C, an error): `on_stop(code)` prints
       its summary first.
@@ -78,6 +79,10 @@ def run_hydra_main(hydra_main: Callable[[], Any], on_stop: Callable[[int], None]
             which = f"{error.override}: " if isinstance(getattr(error, "override", None), str) else ""
             print(f"cifarzoo: error: overrides: {which}{one_line(str(error))}", file=sys.stderr, flush=True)
             raise SystemExit(BAD_CONFIG) from None
+        if task_tb is None and isinstance(error, OSError):  # Hydra writing the run's files: a full disk, ...
+            print(f"cifarzoo: error: cannot write the run's files before it starts: {error}", file=sys.stderr, flush=True)
+            on_stop(FAILED)
+            raise SystemExit(FAILED) from None
         traceback.print_exception(type(error), error, task_tb or error.__traceback__)
         on_stop(FAILED)
         raise SystemExit(FAILED) from None

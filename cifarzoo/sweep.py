@@ -47,9 +47,13 @@ def decide(client: MlflowClient, experiment: str, config_hash: str, seed: int, r
         order_by=["attributes.start_time DESC"], max_results=1000,
     )
     for run in runs:
-        if run.info.status == "FINISHED":
-            return Decision("skip", f"FINISHED before as MLflow run {run.info.run_id}",
-                            test_error=run.data.metrics.get("test_error", math.nan))
+        if run.info.status != "FINISHED":
+            continue
+        trusted = _finished_where(run)
+        if trusted is None:
+            continue
+        return Decision("skip", f"FINISHED before as MLflow run {run.info.run_id} {trusted}",
+                        test_error=run.data.metrics.get("test_error", math.nan))
     refused = ""
     for run in runs:
         if run.info.status not in UNFINISHED:
@@ -72,6 +76,24 @@ def decide(client: MlflowClient, experiment: str, config_hash: str, seed: int, r
         reason = failed[0].data.tags.get("failure_reason", "no reason recorded").splitlines()[0][:200]
         return Decision("skip", f"FAILED before ({reason}); +rerun_failed=true reruns it", failed_before=True)
     return Decision("run", ("reruns a FAILED configuration" if failed else "new") + refused)
+
+
+def _finished_where(run: object) -> str | None:
+    """Where a FINISHED run that a skip relies on trained, for the skip's reason: its run dir when
+    that dir records the run; None (not trusted, one warning) when its `output_dir` tag names a dir
+    here that records another run or none (a forged or copied record). A run whose dir is not on
+    this machine (another node, or a run created outside cifarzoo with no dir at all) is trusted
+    as the store's writers are (README, "Who can change what a sweep does"), and said so."""
+    run_id, tagged = run.info.run_id, run.data.tags.get("output_dir", "")
+    if tagged and Path(tagged).is_dir():
+        if vouches_for(Path(tagged), run_id):
+            return f"in {tagged}"
+        log.warning("MLflow run %s is FINISHED and names %s as its run dir, but that dir's %s does not name it: "
+                    "not trusted, the configuration is not skipped for it", run_id, tagged, RUN_FILE)
+        return None
+    if not tagged:
+        return "(no run dir recorded: created outside cifarzoo?)"
+    return f"in {tagged} (not on this machine: trusted as recorded in the store)"
 
 
 def vouches_for(directory: Path, run_id: str) -> bool:

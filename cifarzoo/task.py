@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -28,8 +29,8 @@ from cifarzoo.progress import Progress, progress_from_config
 from cifarzoo.provenance import provenance
 from cifarzoo.runlock import RunLock, RunLocked, describe, holder
 from cifarzoo.sweep import Decision, decide, write_outcome
-from cifarzoo.tracking import (OUTBOX_FILE, RUN_FILE, Tracker, TrackingLost, TrackingUnavailable, recorded_run,
-                               sqlite_path, system_metrics_interval, wait_reachable)
+from cifarzoo.tracking import (OUTBOX_FILE, RUN_FILE, Tracker, TrackingLost, TrackingUnavailable, first_line,
+                               recorded_run, sqlite_path, system_metrics_interval, wait_reachable)
 
 log = logging.getLogger("cifarzoo")
 
@@ -231,17 +232,34 @@ def _decide_where(cfg: DictConfig, ctx: RunContext, uri: str, chash: str, world_
             raise refused
         return Decision("invalid", str(refused)), run_dir, ctx.output_dir
     if decision.action in ("run", "resume") and not cfg.get("plan", False):
-        lock = RunLock(run_dir)
         try:
-            lock.acquire()
-        except RunLocked as error:
-            return Decision("skip", str(error), output_dir=run_dir, running_elsewhere=True), run_dir, ctx.output_dir
-        held.append(lock)
+            for lock in (RunLock(run_dir), *_claim(uri, cfg.tracking.experiment, chash, cfg.seed, run_dir)):
+                lock.acquire()
+                held.append(lock)
+        except RunLocked as error:  # the run dir's lock, or the claim of another dir training this configuration
+            held_dir = Path(error.record["run_dir"]) if isinstance(error.record.get("run_dir"), str) else run_dir
+            return Decision("skip", str(error), output_dir=held_dir, running_elsewhere=True), held_dir, ctx.output_dir
+        if decision.action == "run":  # decided before the claim: a twin may have finished meanwhile
+            again = _decide(cfg, ctx, uri, chash)
+            if again.action == "skip":
+                return again, run_dir, ctx.output_dir
         for path in checkpoint.remove_stale_temp_files(run_dir):
             log.info("removed %s, left by a save that did not finish", path.name)
         if cfg.get("restart", False):
             _start_over(run_dir, uri)
     return decision, run_dir, ctx.output_dir
+
+
+def _claim(uri: str, experiment: str, chash: str, seed: int, run_dir: Path) -> list[RunLock]:
+    """The claim of this configuration and seed in a sqlite store: a lock file in the store's folder
+    (`claims/`), taken before training, so two jobs started together in different dirs train it
+    once (the second is skipped as running elsewhere, naming the first's dir). Other stores have no
+    shared folder: there, the experiment's runs and the run dir's lock decide."""
+    db = sqlite_path(uri)
+    if db is None:
+        return []
+    folder = re.sub(r"[^\w.-]", "_", experiment)
+    return [RunLock(db.parent / "claims" / folder, f"{chash}-seed{seed}.lock", run_dir=str(run_dir))]
 
 
 def _start_over(run_dir: Path, uri: str) -> None:
@@ -254,9 +272,14 @@ def _start_over(run_dir: Path, uri: str) -> None:
     if previous is not None:
         from mlflow.tracking import MlflowClient
 
+        from mlflow.exceptions import MlflowException
+
         client = MlflowClient(tracking_uri=uri)
-        client.set_tag(previous, "failure_reason", "started over with +restart=true")
-        client.set_terminated(previous, "FAILED")
+        try:
+            client.set_tag(previous, "failure_reason", "started over with +restart=true")
+            client.set_terminated(previous, "FAILED")
+        except MlflowException as error:  # deleted meanwhile: nothing to close
+            log.info("+restart=true: MLflow run %s not closed (%s)", previous, first_line(error))
     (run_dir / RUN_FILE).unlink(missing_ok=True)
     (run_dir / OUTBOX_FILE).unlink(missing_ok=True)
     log.warning("+restart=true: %s starts over (old checkpoints kept as *.discarded)", run_dir)
@@ -324,6 +347,9 @@ def _refusal(run_dir: Path, uri: str, chash: str, world_size: int) -> ConfigErro
     """Why a resume in `run_dir` is refused (None: it is not): its newest readable checkpoint, or
     the MLflow run its `mlflow_run.json` names, is of another configuration. A dir without a
     readable checkpoint is left to the resume itself, which says so."""
+    gone = _recorded_run_gone(run_dir, uri)
+    if gone is not None:
+        return gone
     state = checkpoint.peek(run_dir)
     if state is not None:
         mismatch = _checkpoint_mismatch(state, run_dir, chash, world_size, _recorded_run_id(run_dir, uri))
@@ -333,6 +359,28 @@ def _refusal(run_dir: Path, uri: str, chash: str, world_size: int) -> ConfigErro
     if run is not None and run.data.tags.get("config_hash") not in (None, chash):
         return ConfigError("hydra.run.dir", f"holds MLflow run {run.info.run_id} of a different configuration; "
                            "use a fresh output dir", str(run_dir))
+    return None
+
+
+def _recorded_run_gone(run_dir: Path, uri: str) -> ConfigError | None:
+    """A resume whose MLflow run cannot be continued: the dir's `mlflow_run.json` is unreadable,
+    names another store, or a run that is not (or no longer) in this one. Never a new run holding
+    only the remaining epochs."""
+    if not (run_dir / RUN_FILE).exists():
+        return None
+    record = recorded_run(run_dir)
+    run_id, recorded_uri = record.get("run_id"), record.get("tracking_uri")
+    if not (isinstance(run_id, str) and isinstance(recorded_uri, str)):
+        return ConfigError("hydra.run.dir", f"its {RUN_FILE} is unreadable, so its MLflow run cannot be resumed; "
+                           "+restart=true starts the run over there", str(run_dir))
+    if recorded_uri != uri:
+        return ConfigError("tracking.uri", f"the run in {run_dir} is MLflow run {run_id} in {recorded_uri}; resume it "
+                           f"with tracking.uri={recorded_uri} (or +restart=true starts it over in this store)", uri)
+    run = _recorded_mlflow_run(run_dir, uri)
+    if run is None or run.info.lifecycle_stage == "deleted":
+        state = "deleted" if run is not None else "not in that store"
+        return ConfigError("hydra.run.dir", f"its MLflow run {run_id} is {state}: resuming would start a new run "
+                           "holding only the remaining epochs; +restart=true starts the run over", str(run_dir))
     return None
 
 

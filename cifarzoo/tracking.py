@@ -19,6 +19,7 @@ import re
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,9 +162,12 @@ def _get_or_create_experiment(client: MlflowClient, name: str, artifacts: str | 
 
 
 # MLflow's client retries a failing http call for minutes by default; a run buffers its metrics
-# instead (below), so each call gives up sooner. Environment variables the user set win.
-_HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# instead (below), so each call gives up sooner: a hung server (connected, never answering) costs
+# at most ~2 x 10 s + 1 s per call, in the uploader thread. Environment variables the user set win.
+_HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+_RETRY_S = 5.0  # the uploader retries an outbox the server did not take this often
+_ENDING_WAIT_S = 30.0  # a failed or stopped run waits at most this long for its last tracking calls
 _OUTAGE = (MlflowException, OSError)  # requests' errors are OSErrors; a failing store raises MlflowException
 OUTBOX_FILE = "pending_metrics.jsonl"
 FINAL_METRIC = "train_time_s"
@@ -174,10 +178,12 @@ class Tracker:
     `<output_dir>/mlflow_run.json` so that a resumed run logs nothing twice.
 
     Metrics go through an outbox file in the run dir (`pending_metrics.jsonl`, appended and
-    fsynced before each upload, emptied once the server has them): while the tracking server is
-    unreachable the run trains on and its metrics wait there, in order, with their original
-    timestamps; they are uploaded when the server answers again, at the latest when the run is
-    resumed. MLflow drops exact duplicates, so an upload repeated after a crash logs nothing twice.
+    fsynced, emptied once the server has them): the training loop only appends; a background
+    uploader thread sends them, so a slow, refusing or hung server never stalls an epoch. While
+    the server is unreachable the run trains on and its metrics wait there, in order, with their
+    original timestamps; they are uploaded when the server answers again, at the latest when the
+    run is resumed. The run's end waits at most `wait_s` (`tracking.wait_s`) for the uploads.
+    MLflow drops exact duplicates, so an upload repeated after a crash logs nothing twice.
 
     At whatever end (finished, failed, interrupted, requeued) the run's log file goes up as an
     artifact, and MLflow's system-metrics sampler (`system/...`, started by `open`) stops. System
@@ -196,6 +202,13 @@ class Tracker:
         self.log_file: Path | None = None  # the job's log, uploaded at the run's end
         self.log_artifact_dir: str | None = None  # where in the run's artifacts it goes (None: top level)
         self._sampler: Any = None  # MLflow's SystemMetricsMonitor while it samples
+        self._file_lock = threading.Lock()  # the outbox file: appends vs. the uploader's rewrites
+        self._upload_lock = threading.Lock()  # one upload of the outbox at a time
+        self._wake = threading.Event()  # new records, or the run's end: upload now
+        self._drained = threading.Event()  # the outbox is empty (set and cleared under _file_lock)
+        self._drained.set()
+        self._uploader: threading.Thread | None = None
+        self._closed = False  # the run has ended: the uploader stops
 
     @classmethod
     def open(
@@ -219,15 +232,26 @@ class Tracker:
             logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a line per retry; ours says it once
         client, experiment_id = connect(uri, experiment)
         run_file = output_dir / RUN_FILE
-        run = _previous_run(client, run_file, uri, experiment_id)
+        run = _previous_run(client, run_file, uri, experiment_id) or _adopted_run(client, output_dir, uri, experiment_id)
         resumed = run is not None
         if run is None:
-            run = client.create_run(experiment_id, run_name=run_name, tags=tags)
-            output_dir.mkdir(parents=True, exist_ok=True)
-            (output_dir / OUTBOX_FILE).unlink(missing_ok=True)  # a discarded run's, never uploaded to this one
-            tmp = run_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri, "experiment_id": experiment_id}))
-            tmp.replace(run_file)
+            run = _created_run(client, output_dir, uri, experiment_id, run_name, tags)
+        try:
+            tracker = cls._opened(client, run, resumed, uri, output_dir, params, tags, config_yaml, log_file,
+                                  system_metrics_s)
+        except BaseException as error:  # no run left RUNNING behind: a new one FAILED, a resumed one as it was
+            _close_unopened(client, run.info.run_id, resumed, run.info.status, error)
+            if isinstance(error, (ConfigError, TrackingLost)) or not isinstance(error, Exception):
+                raise
+            raise TrackingLost(f"could not open MLflow run {run.info.run_id} ({type(error).__name__}: "
+                               f"{first_line(error, 200)}); it is closed, rerun the same command") from None
+        return tracker
+
+    @classmethod
+    def _opened(cls, client: MlflowClient, run: Any, resumed: bool, uri: str, output_dir: Path,
+                params: dict[str, str], tags: dict[str, str], config_yaml: str, log_file: Path | None,
+                system_metrics_s: float | None) -> Tracker:
+        if not resumed:
             tracker = cls(client, run.info.run_id, 0, False, output_dir / OUTBOX_FILE)
             existing: dict[str, str] = {}
         else:
@@ -240,6 +264,8 @@ class Tracker:
             finished_before = run.info.status == "FINISHED"
             if not finished_before:
                 client.update_run(run.info.run_id, status="RUNNING")
+                if "failure_reason" in run.data.tags:  # of the attempt before: this one has not failed
+                    client.delete_tag(run.info.run_id, "failure_reason")
             tracker = cls(client, run.info.run_id, 0, finished_before, output_dir / OUTBOX_FILE)
             uploaded = tracker.pending()
             if uploaded and not tracker.flush():
@@ -265,6 +291,7 @@ class Tracker:
                 tracker.log_artifact_dir = f"logs/{log_file.parent.parent.name}_{log_file.parent.name}"
         if system_metrics_s is not None and not tracker.finished_before:
             tracker._start_sampler(uri, system_metrics_s, resume=resumed)
+        tracker.start_uploader()
         return tracker
 
     # -- metrics, through the outbox ---------------------------------------------------------
@@ -291,16 +318,57 @@ class Tracker:
             self._upload([record])
             return
         try:
-            with open(self.outbox, "a") as f:
-                f.write(json.dumps(record) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            with self._file_lock:
+                with open(self.outbox, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+                self._drained.clear()
         except OSError as error:  # e.g. a full disk: straight to the server, which may still take it
             log.warning("cannot write %s (%s); uploading directly", self.outbox, first_line(error))
             self.flush()
             self._upload([record])
             return
-        self.flush()
+        if self._uploader is None:
+            self.flush()
+        else:
+            self._wake.set()
+
+    def start_uploader(self) -> None:
+        """Upload the outbox from a daemon thread from now on (`_post` then only appends)."""
+        if self.outbox is None or self._uploader is not None:
+            return
+        self._uploader = threading.Thread(target=self._upload_loop, daemon=True, name="cifarzoo-uploader")
+        self._uploader.start()
+
+    def _upload_loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(timeout=None if self._drained.is_set() else _RETRY_S)
+            self._wake.clear()
+            if not self._closed:
+                self.flush()
+
+    def _stop_uploader(self) -> None:
+        """The run has ended: the thread exits (what it has not sent stays in the outbox)."""
+        self._closed = True
+        self._wake.set()
+
+    def drain(self, wait_s: float) -> bool:
+        """Wait up to `wait_s` seconds for the uploader to empty the outbox; whether it did."""
+        if self._uploader is None:
+            return self.flush()
+        deadline = time.monotonic() + wait_s
+        while True:
+            self._wake.set()
+            if self._drained.wait(timeout=max(0.0, min(_RETRY_S, deadline - time.monotonic()))):
+                return True
+            if time.monotonic() >= deadline:
+                break
+        # Out of time: one last round here unless the uploader is mid-upload or the server just failed it.
+        if self._outage_reported or not self._upload_lock.acquire(blocking=False):
+            return False
+        self._upload_lock.release()
+        return self.flush()
 
     def pending(self) -> list[dict[str, Any]]:
         """The metric records the server has not confirmed yet, oldest first."""
@@ -316,30 +384,50 @@ class Tracker:
         return records
 
     def flush(self) -> bool:
-        """Upload the outbox in order; False (the rest kept) if the server does not take it."""
-        records = self.pending()
-        for i, record in enumerate(records):
-            try:
-                self._upload([record])
-            except _OUTAGE as error:
-                self._keep(records[i:])
-                if not self._outage_reported:
-                    log.warning("tracking server unreachable (%s); training goes on, metrics wait in %s",
-                                first_line(error), self.outbox)
-                    self._outage_reported = True
-                return False
-        if self.outbox is not None:
-            self.outbox.unlink(missing_ok=True)
-        if self._outage_reported:
-            log.info("tracking server back: %d pending metric records uploaded", len(records))
-            self._outage_reported = False
-        return True
+        """Upload the outbox in order; False (the rest kept) if the server does not take it. Records
+        appended meanwhile stay for the next round (only the uploaded ones leave the file)."""
+        with self._upload_lock:
+            uploaded_any = False
+            while True:
+                with self._file_lock:
+                    records = self.pending()
+                    if not records:
+                        if self.outbox is not None:
+                            self.outbox.unlink(missing_ok=True)
+                        self._drained.set()
+                        break
+                for i, record in enumerate(records):
+                    try:
+                        self._upload([record])
+                    except _OUTAGE as error:
+                        self._drop(i)
+                        if not self._outage_reported:
+                            log.warning("tracking server unreachable (%s); training goes on, metrics wait in %s",
+                                        first_line(error), self.outbox)
+                            self._outage_reported = True
+                        return False
+                self._drop(len(records))
+                uploaded_any = True
+            if self._outage_reported and uploaded_any:
+                log.info("tracking server back: the pending metric records are uploaded")
+                self._outage_reported = False
+            return True
+
+    def _drop(self, count: int) -> None:
+        """Remove the first `count` records of the outbox (uploaded); those appended since stay."""
+        if count == 0:
+            return
+        with self._file_lock:
+            self._keep(self.pending()[count:])
 
     def _upload(self, records: list[dict[str, Any]]) -> None:
         metrics = [Metric(k, v, r["timestamp"], r["step"]) for r in records for k, v in r["metrics"].items()]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def _keep(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            self.outbox.unlink(missing_ok=True)
+            return
         tmp = self.outbox.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
         tmp.replace(self.outbox)
@@ -410,14 +498,14 @@ class Tracker:
     def finish(self, wait_s: float = 0.0) -> None:
         """Upload what is pending (retrying up to `wait_s` seconds) and mark the run FINISHED, or
         raise TrackingLost when the server is still away."""
-        self._stop_sampler()
         deadline = time.monotonic() + wait_s
-        while not self.flush():
-            if time.monotonic() >= deadline:
-                raise TrackingLost(
-                    f"the tracking server is unreachable at the end of the run; {len(self.pending())} metric records "
-                    f"are kept in {self.outbox}: rerun the same command when it is back to upload them and finish the run")
-            time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+        self._stop_sampler(min(10.0, wait_s))
+        if not self.drain(max(0.0, deadline - time.monotonic())):
+            self._stop_uploader()  # the outbox waits for the rerun
+            raise TrackingLost(
+                f"the tracking server is unreachable at the end of the run; {len(self.pending())} metric records "
+                f"are kept in {self.outbox}: rerun the same command when it is back to upload them and finish the run")
+        self._stop_uploader()
         self._wrap_up()
         try:
             self.client.set_terminated(self.run_id, "FINISHED")
@@ -441,13 +529,23 @@ class Tracker:
             self.client.set_terminated(self.run_id, "KILLED")))
 
     def _best_effort(self, what: str, call: Any) -> None:
-        """A run that is ending anyway reports a tracking failure in one line, not a second traceback."""
-        self.flush()
-        self._wrap_up()
-        try:
-            call()
-        except _OUTAGE as error:
-            log.error("could not %s of MLflow run %s: %s", what, self.run_id, first_line(error))
+        """A run that is ending anyway reports a tracking failure in one line, not a second
+        traceback, and waits at most ~30 s for a server that does not answer."""
+        def calls() -> None:
+            self.drain(_ENDING_WAIT_S / 2)
+            self._stop_uploader()
+            self._wrap_up()
+            try:
+                call()
+            except _OUTAGE as error:
+                log.error("could not %s of MLflow run %s: %s", what, self.run_id, first_line(error))
+
+        ending = threading.Thread(target=calls, daemon=True, name="cifarzoo-tracking-end")
+        ending.start()
+        ending.join(_ENDING_WAIT_S)
+        if ending.is_alive():
+            log.error("could not %s of MLflow run %s: the tracking server did not answer within %.0f s",
+                      what, self.run_id, _ENDING_WAIT_S)
 
 
 def log_params(client: MlflowClient, run_id: str, params: dict[str, str]) -> None:
@@ -481,20 +579,90 @@ def recorded_run(directory: Path) -> dict[str, Any]:
 
 
 def _previous_run(client: MlflowClient, run_file: Path, uri: str, experiment_id: str) -> Any:
+    """The MLflow run `run_file` records, to resume; None when there is none. A record that cannot
+    be resumed (another store or experiment, a deleted or missing run) is a one-line ConfigError:
+    a new MLflow run would hold only the remaining epochs."""
     if not run_file.exists():
         return None
-    record = json.loads(run_file.read_text())
-    if record.get("tracking_uri") != uri or record.get("experiment_id") != experiment_id:
-        return None
+    record, where = recorded_run(run_file.parent), str(run_file.parent)
+    if record.get("tracking_uri") != uri:
+        raise ConfigError("tracking.uri", f"{where} records MLflow run {record.get('run_id')} in "
+                          f"{record.get('tracking_uri')}; resume with that tracking.uri, or +restart=true", uri)
+    if record.get("experiment_id") != experiment_id:
+        raise ConfigError("tracking.experiment", f"{where} records MLflow run {record.get('run_id')} in experiment id "
+                          f"{record.get('experiment_id')}; resume with that experiment, or +restart=true", experiment_id)
     try:
-        run = client.get_run(record["run_id"])
+        run = client.get_run(str(record.get("run_id")))
     except MlflowException:
-        return None
-    if run.info.lifecycle_stage == "deleted":
-        return None
+        run = None
+    if run is None or run.info.lifecycle_stage == "deleted":
+        raise ConfigError("hydra.run.dir", f"its MLflow run {record.get('run_id')} is gone from {uri}; "
+                          "+restart=true starts the run over", where)
     return run
 
 
+
+
+PENDING_FILE = "mlflow_run.pending.json"  # a run being created: the token its MLflow run is tagged with
+_TOKEN_TAG = "cifarzoo.create_token"
+
+
+def _created_run(client: MlflowClient, output_dir: Path, uri: str, experiment_id: str, run_name: str,
+                 tags: dict[str, str]) -> Any:
+    """A new MLflow run, recorded in `output_dir/mlflow_run.json`. A token written to the dir
+    before `create_run` and tagged on the run lets a process killed in between be found again
+    (`_adopted_run`): no orphan RUNNING run."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / OUTBOX_FILE).unlink(missing_ok=True)  # a discarded run's, never uploaded to this one
+    token = uuid.uuid4().hex
+    _write_json(output_dir / PENDING_FILE, {"token": token, "tracking_uri": uri, "experiment_id": experiment_id})
+    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, _TOKEN_TAG: token})
+    _write_json(output_dir / RUN_FILE, {"run_id": run.info.run_id, "tracking_uri": uri, "experiment_id": experiment_id})
+    (output_dir / PENDING_FILE).unlink(missing_ok=True)
+    return run
+
+
+def _adopted_run(client: MlflowClient, output_dir: Path, uri: str, experiment_id: str) -> Any:
+    """The run a process killed between `create_run` and writing `mlflow_run.json` created in
+    this dir (found by its token), now recorded and resumed; None when there is none."""
+    try:
+        pending = json.loads((output_dir / PENDING_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(pending, dict) or pending.get("tracking_uri") != uri or pending.get("experiment_id") != experiment_id:
+        return None
+    token = str(pending.get("token", ""))
+    if not re.fullmatch(r"[0-9a-f]{32}", token):
+        return None
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{_TOKEN_TAG}` = '{token}'", max_results=1)
+    if not found:
+        (output_dir / PENDING_FILE).unlink(missing_ok=True)
+        return None
+    run = found[0]
+    _write_json(output_dir / RUN_FILE, {"run_id": run.info.run_id, "tracking_uri": uri, "experiment_id": experiment_id})
+    (output_dir / PENDING_FILE).unlink(missing_ok=True)
+    log.info("MLflow run %s was created here by a process that died before recording it: resuming it", run.info.run_id)
+    return run
+
+
+def _close_unopened(client: MlflowClient, run_id: str, resumed: bool, status: str, error: BaseException) -> None:
+    """A run `Tracker.open` could not finish opening: a new one FAILED with the reason; a resumed
+    one back to its `status` before (KILLED if it was RUNNING; a FINISHED one is left alone). One
+    log line if even that fails."""
+    try:
+        if not resumed:
+            client.set_tag(run_id, "failure_reason", f"could not open the run: {type(error).__name__}: {first_line(error)}")
+            client.set_terminated(run_id, "FAILED")
+        elif status != "FINISHED":
+            client.set_terminated(run_id, status if status in ("FAILED", "KILLED") else "KILLED")
+    except Exception as closing:  # the store that just failed may fail again
+        log.error("could not close MLflow run %s after a failed start: %s", run_id, first_line(closing))
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)
 
 
 def serve_command(host: str, port: int, backend_store_uri: str, artifacts: Path, workers: int,

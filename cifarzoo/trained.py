@@ -12,7 +12,11 @@ with a checkpoint, finished or not, `TrainedModel.finished` says which).
   this machine (a copied dir): it is used from its own files.
 - The config: the MLflow run's `config.yaml` artifact when the run's MLflow record is read (the
   resolved config the run trained with, logged when it opened; files in the dir can be edited
-  afterwards), else the dir's `.hydra/config.yaml` (written by run.py), resolved here.
+  afterwards), else the dir's `.hydra/config.yaml` (written by run.py), resolved here. A stored
+  config is data, never code: anyone who can write to the tracking store can replace the artifact,
+  so every `_target_` in it must be one of the classes cifarzoo's own config groups name
+  (`conf/<group>/*.yaml`, `conf/experiment/`); any other is refused, in one line naming its key,
+  before anything is built (Hydra would otherwise call whatever the file names).
 - Loading: the checkpoint must belong to the run (its `mlflow_run_id` and `config_hash`); it is
   read `weights_only` (`cifarzoo.checkpoint`: no code runs); with `require_final=False` the newest
   readable of `checkpoint.pt` / `checkpoint.prev.pt`. Half-precision weights load as float32;
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import re
 import tempfile
@@ -40,7 +45,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cifarzoo import checkpoint
 from cifarzoo.checkpoint import CHECKPOINT_FILE, CheckpointError
-from cifarzoo.config import build, build_model
+from cifarzoo.config import GROUPS, build, build_model
 from cifarzoo.data import ImageDataset
 from cifarzoo.errors import ConfigError
 from cifarzoo.export import Classifier, deployable
@@ -201,11 +206,52 @@ def _config(run_dir: Path, run_id: str | None, uri: str | None, key: str) -> Dic
 
 
 def _resolved(cfg: Any, source: Path, key: str) -> DictConfig:
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(key, f"the run's config {source} is not a mapping")
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as error:
         raise ConfigError(key, f"the run's config {source} does not resolve ({first_line(error, 200)})") from None
+    check_targets(OmegaConf.to_container(cfg), source, key)
     return cfg
+
+
+@functools.lru_cache(maxsize=1)
+def own_targets() -> frozenset[str]:
+    """Every `_target_` the project's config groups and experiments name: the only classes a stored
+    config may build."""
+    from cifarzoo.paths import REPO_DIR
+
+    found: set[str] = set()
+    for folder in (*GROUPS, "experiment"):
+        for path in sorted((REPO_DIR / "conf" / folder).glob("*.yaml")):
+            found.update(value for _, value in _target_keys(OmegaConf.to_container(OmegaConf.load(path))))
+    return frozenset(found)
+
+
+def _target_keys(tree: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every `_target_` anywhere in a plain tree of dicts and lists."""
+    if isinstance(tree, dict):
+        for name, value in tree.items():
+            dotted = f"{where}.{name}" if where else str(name)
+            if name == "_target_":
+                yield dotted, value
+            else:
+                yield from _target_keys(value, dotted)
+    elif isinstance(tree, list):
+        for i, value in enumerate(tree):
+            yield from _target_keys(value, f"{where}[{i}]")
+
+
+def check_targets(tree: dict[str, Any], source: object, key: str) -> None:
+    """A one-line ConfigError on `key` naming the first `_target_` in a stored config that is not
+    one of cifarzoo's own classes (`own_targets`); nothing in it is imported or called."""
+    allowed = own_targets()
+    for dotted, value in _target_keys(tree):
+        if not isinstance(value, str) or value not in allowed:
+            shown = repr(value)[:120].replace("\n", " ")
+            raise ConfigError(key, f"the run's config {source} sets {dotted}={shown}, which is not one of cifarzoo's "
+                              "own classes (conf/<group>/*.yaml): a stored config is data, never code; refused")
 
 
 @contextlib.contextmanager
@@ -258,17 +304,27 @@ def _checkpoint_state(path: Path, require_final: bool, key: str) -> dict[str, An
     return state
 
 
+def local_data_root() -> str:
+    """This machine's dataset folder: conf/config.yaml's `data.root` ($CIFARZOO_DATA_ROOT, else <repo>/data)."""
+    from cifarzoo.paths import REPO_DIR
+
+    return str(OmegaConf.select(OmegaConf.load(REPO_DIR / "conf" / "config.yaml"), "data.root"))
+
+
 def load_trained(ref: str | Path, tracking_uri: str | None = None, device: str = "auto",
                  data_root: str | Path | None = None) -> TrainedModel:
     """Any run with a checkpoint (finished or not: `.finished`), by run dir, checkpoint path or run id
     (looked up in `tracking_uri`, default: the training default), with its latest weights on `device`
-    (auto | cpu | cuda | cuda:N). `data_root` replaces the run's `data.root`. Errors name the CLI's
+    (auto | cpu | cuda | cuda:N). The dataset is read from `data_root`, default this machine's
+    (`local_data_root`), never from the stored config's `data.root`. Errors name the CLI's
     arguments (`python -m cifarzoo.evaluate`)."""
     from cifarzoo.build import resolve_device  # cifarzoo.build imports this module
     from cifarzoo.paths import default_tracking_uri
 
     run = find_run(ref, tracking_uri or default_tracking_uri(), "run", require_finished=False,
                    uri_key="--tracking-uri")
+    # The stored data.root is a path from the store: torchvision unpickles CIFAR's batches there.
+    data_root = local_data_root() if data_root is None else data_root
     try:
         torch_device = resolve_device(device)
     except ConfigError:

@@ -18,6 +18,7 @@ import torch
 
 from cifarzoo import checkpoint
 from cifarzoo.checkpoint import CheckpointError
+from cifarzoo.errors import ConfigError
 from cifarzoo.loop import Diverged, Trainer
 from cifarzoo.runlock import LOCK_FILE, RunLock
 from cifarzoo.sweep import OUTCOME_FILE, failed_jobs, summarize, write_outcome
@@ -161,6 +162,85 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(make_run, client, one_thre
     assert not list(ctx.output_dir.glob(".checkpoint*.tmp*"))
 
 
+@pytest.mark.parametrize("record", [
+    {}, {"pid": "abc", "host": "HERE"}, {"host": "HERE"}, [1, 2], "own-pid", "pid-1-reused", "foreign-start-time"])
+def test_a_lock_without_a_live_holder_is_stale_in_one_line(tmp_path, record):
+    """Malformed files, this very process (not holding it), and a live pid whose start time is not
+    the recorded one (a reused pid, or pid 1 named by hand) hold nothing."""
+    from cifarzoo.runlock import holder, start_time
+
+    here = os.uname().nodename
+    records = {"own-pid": {"host": here, "pid": os.getpid(), "start_time": start_time(os.getpid())},
+               "pid-1-reused": {"host": here, "pid": 1},
+               "foreign-start-time": {"host": here, "pid": os.getppid(), "start_time": "12"}}
+    if isinstance(record, str):
+        record = records[record]
+    elif isinstance(record, dict) and "host" in record:
+        record = {**record, "host": here}
+    (tmp_path / LOCK_FILE).write_text(json.dumps(record))
+    assert holder(tmp_path) is None
+    with RunLock(tmp_path):  # taken over
+        assert holder(tmp_path)["pid"] == os.getpid()  # held by this process now: live
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+def test_a_lock_of_a_live_process_with_its_start_time_is_held(tmp_path):
+    from cifarzoo.runlock import RunLocked, holder, start_time
+
+    parent = os.getppid()
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"host": os.uname().nodename, "pid": parent,
+                                                  "start_time": start_time(parent)}))
+    assert holder(tmp_path)["pid"] == parent
+    with pytest.raises(RunLocked) as error:
+        RunLock(tmp_path).acquire()
+    assert "\n" not in str(error.value) and f"pid {parent}" in str(error.value)
+
+
+@pytest.mark.slow
+def test_two_processes_started_together_in_different_dirs_train_the_configuration_once(tmp_path):
+    """The claim of (config_hash, seed) in the store's folder, taken before training."""
+    from conftest import REPO_DIR
+    from mlflow.tracking import MlflowClient
+
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "CIFARZOO_OUTPUTS": str(tmp_path / "outputs"), "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, str(REPO_DIR / "run.py"), "data=fake", "data.train_size=1024", "data.test_size=64",
+            "model.depth=8", "train.epochs=2", "train.batch_size=64", "train.device=cpu"]
+    procs = [subprocess.Popen([*args, f"hydra.run.dir={tmp_path / name}"], cwd=REPO_DIR, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("a", "b")]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    runs = client.search_runs([client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", outputs
+    log = "\n".join(outputs)
+    assert "running elsewhere" in log or "FINISHED before as MLflow run" in log
+
+
+def test_a_sweep_job_whose_configuration_is_claimed_elsewhere_is_skipped_naming_that_dir(make_run, client, tmp_path):
+    from omegaconf import OmegaConf
+
+    from cifarzoo import distill
+    from cifarzoo.config import config_hash
+    from cifarzoo.runlock import start_time
+    from cifarzoo.task import RunContext
+
+    cfg, ctx = make_run(*SMALL, out="sweep/0")
+    ctx = RunContext(ctx.output_dir, ctx.choices, ctx.overrides, sweep=str(ctx.output_dir.parent))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["train"]["world_size"] = 1
+    chash = config_hash(distill.identity(resolved, None))  # as the job computes it
+    claim = tmp_path / "claims" / "test" / f"{chash}-seed0.lock"  # beside the test's sqlite store
+    claim.parent.mkdir(parents=True)
+    parent = os.getppid()  # a live process of this host: the job that claimed it
+    claim.write_text(json.dumps({"host": os.uname().nodename, "pid": parent, "start_time": start_time(parent),
+                                 "run_dir": str(tmp_path / "other")}))
+    assert math.isnan(train(cfg, ctx))
+    assert runs_of(client) == []  # nothing trained
+    detail = json.loads((ctx.output_dir / OUTCOME_FILE).read_text())
+    assert detail["outcome"] == "skipped-running" and str(tmp_path / "other") in detail["detail"]
+
+
 @pytest.mark.slow
 def test_two_processes_started_on_one_run_dir_train_it_once(tmp_path):
     from conftest import REPO_DIR
@@ -204,6 +284,38 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one_and_logs_no_epoch
     assert "unreadable checkpoint" in caplog.text and "resuming from the previous checkpoint" in caplog.text
     (run,) = runs_of(client)
     assert run.info.status == "FINISHED" and steps(client, run.info.run_id) == [1, 2, 3]
+
+
+def test_flipped_bytes_inside_a_tensor_are_caught_by_the_checksum_and_the_previous_checkpoint_is_used(
+        tmp_path, caplog):
+    path, weights = tmp_path / "checkpoint.pt", torch.arange(4096, dtype=torch.float32)
+    checkpoint.save_atomic({"model": {"w": weights}, "epoch": 1}, path)
+    checkpoint.save_atomic({"model": {"w": weights + 1}, "epoch": 2}, path)
+    data = bytearray(path.read_bytes())
+    start = data.find((weights + 1).numpy().tobytes()[:256])
+    assert start > 0
+    for i in range(start + 4000, start + 4064):  # 64 bytes of bit rot inside the weight tensor
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert torch.load(path, weights_only=True)["epoch"] == 2  # torch's zip reader notices nothing
+
+    with caplog.at_level(logging.WARNING, logger="cifarzoo"):
+        state = checkpoint.load(path)
+    assert state["epoch"] == 1 and torch.equal(state["model"]["w"], weights)
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "sha256" in warning.getMessage() and "checkpoint.prev.pt" in warning.getMessage()
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.read(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_a_checkpoint_error_line_says_what_torch_refused_without_its_half_sentences(tmp_path):
+    malicious_checkpoint(tmp_path / "checkpoint.pt", tmp_path / "marker")  # torch's refusal runs on for lines
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.read(tmp_path / "checkpoint.pt")
+    reason = str(error.value).split("unreadable checkpoint (", 1)[1]
+    assert "\x1b" not in reason and "two options" not in reason, reason  # not half of torch's how-to
+    assert "plain data" in reason and len(reason) <= 202, reason
 
 
 def test_no_readable_checkpoint_is_one_line_with_the_way_out_and_restart_starts_over(
@@ -380,3 +492,112 @@ def test_a_non_finite_test_loss_marks_the_run_diverged(make_run, client, monkeyp
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"] == "diverged" and run.data.tags["diverged_epoch"] == "1"
     assert steps(client, run.info.run_id) == [1]  # stopped at once, not an epoch later
+
+
+# -- a resume whose MLflow run is gone --------------------------------------------------------
+
+def all_runs(client, experiment="test"):
+    from mlflow.entities import ViewType
+
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], run_view_type=ViewType.ALL)
+
+
+def test_a_resume_whose_mlflow_run_was_deleted_is_refused_in_one_line_not_a_partial_new_run(
+        make_run, client, monkeypatch, one_thread):
+    monkeypatch.setattr(Trainer, "save", stop_after_epoch(1))
+    cfg, ctx = make_run(*SMALL, "train.epochs=2", out="run")
+    with pytest.raises(SystemExit):
+        train(cfg, ctx)
+    monkeypatch.undo()
+    (run,) = runs_of(client)
+    client.delete_run(run.info.run_id)
+    with pytest.raises(ConfigError) as error:
+        train(cfg, ctx)
+    message = str(error.value)
+    assert "\n" not in message and "+restart=true" in message and run.info.run_id in message
+    assert len(all_runs(client)) == 1  # no new run holding epoch 2 alone
+
+    cfg, again = make_run(*SMALL, "train.epochs=2", "+restart=true", out="run")
+    assert math.isfinite(train(cfg, again))
+    assert [r.info.status for r in runs_of(client)] == ["FINISHED"]
+
+
+def test_a_resume_against_another_store_names_the_recorded_tracking_uri(make_run, tmp_path, monkeypatch, one_thread):
+    monkeypatch.setattr(Trainer, "save", stop_after_epoch(1))
+    cfg, ctx = make_run(*SMALL, "train.epochs=2", out="run")
+    with pytest.raises(SystemExit):
+        train(cfg, ctx)
+    monkeypatch.undo()
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    cfg, ctx = make_run(*SMALL, "train.epochs=2", f"tracking.uri={other}", out="run")
+    with pytest.raises(ConfigError) as error:
+        train(cfg, ctx)
+    message = str(error.value)
+    assert message.startswith("tracking.uri:") and "\n" not in message
+    assert f"tracking.uri={cfg.tracking.uri}" not in message and "tracking.uri=sqlite:///" in message
+    assert str(tmp_path / "mlflow.db") in message  # the store that holds the run
+
+
+
+# -- what a sweep trusts in the store ----------------------------------------------------------
+
+def test_a_forged_finished_run_is_not_trusted_and_a_skip_names_the_run_dir_it_trusts(
+        make_run, client, tmp_path, caplog, one_thread):
+    from mlflow.entities import Metric
+
+    from cifarzoo.tracking import log_params
+
+    cfg, first = make_run(*SMALL, "train.epochs=1", out="first")
+    error = train(cfg, first)
+    (real,) = runs_of(client)
+    # Anyone who can write the store: a FINISHED run with the same config_hash and seed, a perfect
+    # result, and an output_dir tag naming a real dir that does not hold it.
+    (tmp_path / "elsewhere").mkdir()
+    forged = client.create_run(real.info.experiment_id, tags={**real.data.tags, "output_dir": str(tmp_path / "elsewhere")})
+    log_params(client, forged.info.run_id, real.data.params)
+    client.log_batch(forged.info.run_id, metrics=[Metric("test_error", 0.0, 0, 1)])
+    client.set_terminated(forged.info.run_id, "FINISHED")
+
+    cfg, again = make_run(*SMALL, "train.epochs=1", out="sweep/0")
+    with caplog.at_level(logging.WARNING, logger="cifarzoo"):
+        assert train(cfg, again) == error  # the real run's result, not the forged 0.0
+    assert "not trusted" in caplog.text and forged.info.run_id in caplog.text
+    detail = json.loads((again.output_dir / OUTCOME_FILE).read_text())
+    assert detail["outcome"] == "skipped" and real.info.run_id in detail["detail"]
+    assert f"in {first.output_dir}" in detail["detail"]  # the run dir the skip trusts
+
+
+def test_a_finished_run_with_no_run_dir_is_shown_as_created_outside_cifarzoo(client, tracking_uri, tmp_path):
+    from analysis.runs import load_runs, unvouched
+    from cifarzoo.sweep import decide
+
+    experiment = client.create_experiment("outside")
+    run = client.create_run(experiment, tags={"config_hash": "abc"})
+    client.log_param(run.info.run_id, "seed", "0")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    decision = decide(client, "outside", "abc", 0, rerun_failed=False)
+    assert decision.action == "skip" and "created outside cifarzoo" in decision.reason
+    (tmp_path / "dir").mkdir()  # a run naming a dir here that does not record it
+    forged = client.create_run(experiment, tags={"config_hash": "abc", "output_dir": str(tmp_path / "dir")})
+    note = unvouched(load_runs(tracking_uri, ["outside"]))  # what `python -m analysis` prints on stderr
+    assert "1 with no run dir, created outside cifarzoo (" + run.info.run_id in note
+    assert "1 whose run dir does not record them (" + forged.info.run_id in note and "\n" not in note
+
+
+@pytest.mark.slow
+def test_a_disk_that_takes_no_bytes_at_start_is_one_line_not_a_hydra_traceback(tmp_path):
+    """RLIMIT_FSIZE=0 (Python ignores SIGXFSZ): every write fails, as on a full disk, starting with
+    Hydra's own .hydra/config.yaml before the task runs."""
+    import resource
+
+    from conftest import QUICK, run_cli
+
+    def no_bytes() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    done = run_cli([*QUICK, f"hydra.run.dir={tmp_path / 'run'}"],
+                   {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}, timeout=300, preexec_fn=no_bytes)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cifarzoo: error: cannot write the run's files"), done.stderr[-2000:]

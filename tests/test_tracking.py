@@ -64,12 +64,14 @@ def test_best_test_error_is_the_lowest_so_far_and_survives_a_resume(tmp_path):
     tracker = open_run()
     for epoch, error in enumerate([9.0, 7.0, 8.0], start=1):
         tracker.log_epoch(epoch, {"train_loss": 1.0, "test_error": error})
+    assert tracker.drain(30)  # the uploader thread sent them before the process died
     resumed = open_run()
     assert resumed.run_id == tracker.run_id and resumed.best == (7.0, 2)
     resumed.log_epoch(3, {"train_loss": 1.0, "test_error": 1.0})  # replayed after the checkpoint: not logged again
     resumed.log_epoch(4, {"train_loss": 1.0})  # not evaluated: no best either
     resumed.log_epoch(5, {"train_loss": 1.0, "test_error": 7.5})
     resumed.log_epoch(6, {"train_loss": 1.0, "test_error": 6.5})
+    assert resumed.drain(30)
     client = MlflowClient(uri)
     history = {key: [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, key)]
                for key in ("best_test_error", "best_test_error_epoch")}
@@ -143,3 +145,77 @@ def test_bad_system_metrics_keys_are_one_line_errors(override, message):
     with pytest.raises(ConfigError) as error:
         system_metrics_interval(cfg.tracking)
     assert str(error.value) == message
+
+
+# -- opening a run: telemetry off, no orphan RUNNING run ---------------------------------------
+
+# MLflow's own switch (its CI detection would also see pytest's variables: not what is tested)
+TELEMETRY = "import cifarzoo; from mlflow.environment_variables import MLFLOW_DISABLE_TELEMETRY as off; print(off.get())"
+
+
+def test_every_cifarzoo_process_runs_without_mlflow_telemetry_unless_turned_back_on():
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_DISABLE_TELEMETRY"}
+    default = subprocess.run([sys.executable, "-c", TELEMETRY], cwd=REPO_DIR, env=env, capture_output=True, text=True)
+    assert default.stdout.strip() == "True", default.stderr[-500:]
+    turned_on = subprocess.run([sys.executable, "-c", "import os; print(os.environ['MLFLOW_DISABLE_TELEMETRY'])"
+                                "; import cifarzoo; print(os.environ['MLFLOW_DISABLE_TELEMETRY'])"],
+                               cwd=REPO_DIR, env={**env, "MLFLOW_DISABLE_TELEMETRY": "false"}, capture_output=True, text=True)
+    assert turned_on.stdout.split() == ["false", "false"]  # the user's choice wins
+
+
+def opened(uri: str, out: Path, **kw) -> Tracker:
+    return Tracker.open(uri, "open", out, out.name, {"seed": "0", "optim.lr": "0.1"}, {"config_hash": "h"}, "seed: 0", **kw)
+
+
+def test_an_mlflow_error_while_opening_is_one_line_and_leaves_no_running_run(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from cifarzoo.tracking import TrackingLost
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def environ_race(self, run_id, metrics=(), params=(), tags=()):  # what the telemetry thread's race raised
+        raise MlflowException("dictionary changed size during iteration\nTraceback ...")
+
+    monkeypatch.setattr(MlflowClient, "log_batch", environ_race)
+    with pytest.raises(TrackingLost) as error:
+        opened(uri, tmp_path / "run")
+    assert "\n" not in str(error.value) and "could not open MLflow run" in str(error.value)
+    monkeypatch.undo()
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("open").experiment_id])
+    assert run.info.status == "FAILED" and "dictionary changed size" in run.data.tags["failure_reason"]
+
+
+def test_a_process_killed_between_create_run_and_its_record_leaves_no_orphan(tmp_path, monkeypatch):
+    uri, out = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "run"
+    create_run = MlflowClient.create_run
+
+    def create_then_die(self, *args, **kwargs):
+        create_run(self, *args, **kwargs)
+        raise SystemExit("SIGKILL right after create_run")
+
+    monkeypatch.setattr(MlflowClient, "create_run", create_then_die)
+    with pytest.raises(SystemExit):
+        opened(uri, out)
+    monkeypatch.undo()
+    assert not (out / "mlflow_run.json").exists()
+
+    tracker = opened(uri, out)  # the rerun finds the run it created and resumes it
+    tracker.log_epoch(1, {"train_loss": 1.0})
+    tracker.finish()
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("open").experiment_id])
+    assert [r.info.status for r in runs] == ["FINISHED"] and runs[0].info.run_id == tracker.run_id
+
+
+def test_a_resumed_run_drops_the_failure_reason_of_the_attempt_before(tmp_path):
+    uri, out = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "run"
+    tracker = opened(uri, out)
+    tracker.fail("CheckpointError: cannot write checkpoint: [Errno 28] No space left on device")
+    assert "failure_reason" in MlflowClient(uri).get_run(tracker.run_id).data.tags
+    again = opened(uri, out)  # the same command after freeing space resumes the run
+    assert again.run_id == tracker.run_id
+    run = MlflowClient(uri).get_run(again.run_id)
+    assert run.info.status == "RUNNING" and "failure_reason" not in run.data.tags
+    again.finish()

@@ -18,8 +18,8 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from conftest import QUICK, compose_run, free_port
+from served import Server
 from cifarzoo.errors import ConfigError
-from cifarzoo.paths import REPO_DIR
 from cifarzoo.sweep import OUTCOME_FILE
 from cifarzoo.task import RunContext, train
 from cifarzoo.tracking import OUTBOX_FILE, Tracker, TrackingLost, check_reachable, default_allowed_hosts
@@ -27,37 +27,6 @@ from cifarzoo.tracking import OUTBOX_FILE, Tracker, TrackingLost, check_reachabl
 pytestmark = pytest.mark.slow
 
 SMALL = [*QUICK, "model.depth=8", "data.train_size=128", "data.test_size=64", "train.batch_size=32"]
-
-
-class Server:
-    """`python -m cifarzoo.tracking serve` on a fixed port, stopped and started at will."""
-
-    def __init__(self, tmp_path: Path, *extra: str) -> None:
-        self.port, self.tmp, self.extra = free_port(), tmp_path, extra
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Server:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cifarzoo.tracking", "serve", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.tmp / 'server.db'}", "--artifacts", str(self.tmp / "artifacts"),
-             *self.extra],
-            cwd=REPO_DIR, stdout=subprocess.DEVNULL, stderr=open(self.tmp / "server.log", "a"), start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.uri}/health", timeout=2).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            assert self.proc.poll() is None, (self.tmp / "server.log").read_text()[-2000:]
-            time.sleep(0.3)
-        raise AssertionError("server did not answer within 120 s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # an outage, not a clean shutdown: the server and its workers
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -169,3 +138,39 @@ def test_serve_allows_this_machines_names_by_default(server):
     answer = requests.get(f"{server.uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
                           headers={"Host": f"{socket.gethostname()}:{server.port}"}, timeout=10)
     assert answer.status_code == 200  # a job on another node that names this host gets in
+
+
+def test_a_hung_server_stalls_no_epoch_and_the_end_waits_at_most_wait_s(server, tmp_path, monkeypatch, one_thread):
+    """A server that takes connections and never answers (a TCP proxy stopped with SIGSTOP): the
+    loop only appends to the outbox; the run's end gives up after tracking.wait_s."""
+    port = free_port()
+    proxy = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tcp_proxy.py")), str(port), str(server.port)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert proxy.stdout.readline().strip() == "ready"
+        log_epoch, took, last_epoch_end = Tracker.log_epoch, {}, [0.0]
+
+        def hang_from_epoch_2(self, epoch, metrics):
+            if epoch == 2:
+                os.kill(proxy.pid, signal.SIGSTOP)
+            start = time.monotonic()
+            log_epoch(self, epoch, metrics)
+            took[epoch] = time.monotonic() - start
+            last_epoch_end[0] = time.monotonic()
+
+        monkeypatch.setattr(Tracker, "log_epoch", hang_from_epoch_2)
+        args = [*SMALL, "train.epochs=4", f"tracking.uri=http://127.0.0.1:{port}", "tracking.experiment=hung",
+                "tracking.wait_s=3"]
+        cfg, ctx = compose_run(args, tmp_path / "run")
+        with pytest.raises(TrackingLost) as lost:
+            train(cfg, ctx)
+        ending = time.monotonic() - last_epoch_end[0]
+        assert "\n" not in str(lost.value)
+        assert sorted(took) == [1, 2, 3, 4] and max(took.values()) < 1.0, took  # the loop never waits on the server
+        epochs = (ctx.output_dir / OUTBOX_FILE).read_text().splitlines()
+        assert len(epochs) >= 3  # epochs 2..4 and train_time_s wait on disk (epoch 1 went up before the hang)
+        assert ending < 3 + 2, ending  # tracking.wait_s, and the last checkpoint
+    finally:
+        os.kill(proxy.pid, signal.SIGCONT)
+        proxy.kill()
+        proxy.wait(timeout=30)

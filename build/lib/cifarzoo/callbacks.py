@@ -1,0 +1,121 @@
+"""Hydra callbacks of a multirun, run in the submitting process (locally or before SLURM jobs)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from cifarzoo.errors import ConfigError
+from cifarzoo.exits import BAD_CONFIG, DIVERGED, FAILED, rerun_command
+from cifarzoo.paths import default_tracking_uri
+from cifarzoo.progress import format_eta
+from cifarzoo.sweep import OUTCOME_FILE, failed_jobs, summarize
+from cifarzoo.tracking import check_reachable, connect
+
+
+class SweepCallbacks(Callback):
+    """Before the jobs: every job composes and builds (on the meta device, no data; one line per
+    bad job, exit 2, before anything trains or is submitted), the tracking server answers and the
+    experiment exists (so jobs never race to create it). Under `+plan=true` each job reports
+    itself, an invalid one as `plan: invalid` (the plan then exits 2). As each job ends: `k/N
+    done, ETA ...`. After them: one line counting finished, failed, diverged, skipped and resumed
+    runs, and the exit code (`cifarzoo.exits`): 1 with failed or interrupted runs (or jobs without
+    a readable outcome), else 3 with diverged runs. A sweep stopped early (Ctrl-C) prints the
+    same line, what did not run, and the command that resumes it (`sweep_stopped`)."""
+
+    sweep_dir: Path | None = None
+    total = 0  # jobs in the sweep
+    started_at = 0.0
+    plan = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.plan = bool(config.get("plan", False))
+        if self.plan:
+            return
+        uri = config.tracking.uri or default_tracking_uri()
+        try:
+            check_reachable(uri)
+            _check_jobs(config)
+            connect(uri, config.tracking.experiment)
+        except ConfigError as error:
+            print(f"cifarzoo: error: {error}", file=sys.stderr)
+            raise SystemExit(BAD_CONFIG) from None
+        self.sweep_dir, self.total, self.started_at = Path(config.hydra.sweep.dir), len(_sweep_jobs(config)), time.time()
+        _RUNNING.append(self)
+
+    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """`cifarzoo sweep: k/N done, ETA 1h02m`, counted from the sweep dir's outcome files (so
+        also right in parallel workers and SLURM jobs, where this runs in the job's process)."""
+        if self.sweep_dir is None:
+            return
+        done = _jobs_done(self.sweep_dir)
+        if done:
+            left = max(self.total - done, 0)
+            eta = (time.time() - self.started_at) / done * left
+            print(f"cifarzoo sweep: {done}/{self.total} done, ETA {format_eta(eta)}", flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self in _RUNNING:
+            _RUNNING.remove(self)
+        line, counts = summarize(Path(config.hydra.sweep.dir))
+        print(line, flush=True)
+        if counts["plan-invalid"]:
+            raise SystemExit(BAD_CONFIG)
+        if failed_jobs(counts) or counts["interrupted"]:
+            raise SystemExit(FAILED)
+        if counts["diverged"]:
+            raise SystemExit(DIVERGED)
+
+
+_RUNNING: list[SweepCallbacks] = []  # the multirun under way in this process (its submitting process)
+
+
+def sweep_stopped(code: int) -> None:
+    """After a multirun of this process stopped before its end (run.py's exit path): its summary,
+    the jobs that did not end, and the command that resumes it."""
+    while _RUNNING:
+        sweep = _RUNNING.pop()
+        line, _ = summarize(sweep.sweep_dir)
+        left = sweep.total - _jobs_done(sweep.sweep_dir)
+        print(f"{line}; stopped {_why(code)}: {left} of {sweep.total} jobs did not end", flush=True)
+        print(f"cifarzoo: to resume the sweep (finished runs are skipped, interrupted ones resume from their "
+              f"checkpoints): {rerun_command(sys.argv[1:])}", flush=True)
+
+
+def _why(code: int) -> str:
+    if code > 128:
+        try:
+            return f"by {signal.Signals(code - 128).name}"
+        except ValueError:
+            pass
+    return f"with exit code {code}"
+
+
+def _sweep_jobs(config: DictConfig) -> list[list[str]]:
+    from cifarzoo.preflight import sweep_jobs
+
+    params = config.hydra.sweeper.get("params") or {}
+    return sweep_jobs(list(config.hydra.overrides.task), {str(k): str(v) for k, v in params.items()})
+
+
+def _jobs_done(sweep_dir: Path) -> int:
+    return sum(1 for _ in sweep_dir.glob(f"*/{OUTCOME_FILE}"))
+
+
+def _check_jobs(config: DictConfig) -> None:
+    """Raise SystemExit(2) after one line per job of the sweep that would not start."""
+    from cifarzoo.preflight import invalid_jobs
+
+    jobs = _sweep_jobs(config)
+    invalid = invalid_jobs(jobs, config_name=config.hydra.job.config_name or "config")
+    for job, error in invalid:
+        print(f"cifarzoo: error: job {' '.join(job) or '(defaults)'}: {error}", file=sys.stderr)
+    if invalid:
+        print(f"cifarzoo: error: {len(invalid)} invalid job(s) of {len(jobs)}; nothing was run", file=sys.stderr)
+        raise SystemExit(BAD_CONFIG)

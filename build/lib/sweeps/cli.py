@@ -1,0 +1,213 @@
+"""`python -m sweeps list|show|check|run|table|report`: the seeds' studies as runnable sweeps, and
+cifarzoo's results beside the numbers the seeds published."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+from cifarzoo.paths import REPO_DIR
+from sweeps.study import StudyError, load, names
+
+EPILOG = """examples:
+  python -m sweeps list
+  python -m sweeps show h000_preact20_aug_fashion_mnist         # its run.py commands and number of runs
+  python -m sweeps check                             # compose and validate every job of every study
+  python -m sweeps run h000_preact20_aug_fashion_mnist hydra/launcher=slurm hydra.launcher.partition=gpu
+  python -m sweeps run h000_preact20_aug_fashion_mnist +plan=true   # what would run, resume or be skipped
+  python -m sweeps table h000_mnist                  # cifarzoo's numbers beside the published ones, verdicts
+  python -m sweeps table h000_mnist tracking.uri=sqlite:///other.db --format csv
+  python -m sweeps report --out REPRODUCTION.md      # every study, from the MLflow store"""
+
+TABLE_HELP = """Per row of the study: cifarzoo's median over its runs (--agg), the number the source printed,
+the difference, runs finished / runs the study makes, min-max over them, and a verdict: reproduced
+(the published number within min-max widened by the study's tolerance: 0.2 pp on MNIST-like data,
+0.3 pp otherwise), differs, not run, no number. tracking.uri= / tracking.experiment= (and overrides
+the study was run with, e.g. train.epochs=10 for a smoke run) may follow the study's name."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sweeps", description=__doc__, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the studies, a line each")
+    show = sub.add_parser("show", help="a study's run.py commands")
+    show.add_argument("study")
+    check = sub.add_parser("check", help="compose and validate every job (no data, no training)")
+    check.add_argument("studies", nargs="*", help="default: all")
+    run = sub.add_parser("run", help="run a study's multiruns one after another; extra Hydra overrides follow")
+    run.add_argument("study")
+    run.add_argument("overrides", nargs=argparse.REMAINDER, help="e.g. hydra/launcher=slurm seed=1")
+    table = sub.add_parser("table", help="cifarzoo's numbers beside the published ones, with verdicts (from MLflow)",
+                           description=TABLE_HELP)
+    table.add_argument("study")
+    table.add_argument("options", nargs=argparse.REMAINDER,
+                       help="tracking.uri=... tracking.experiment=... (or overrides the study was run with), "
+                            "--format markdown|csv|latex|json, --digits N, --agg median|..., --metric NAME, --out FILE")
+    report = sub.add_parser("report", help="every study's table in one markdown file (from MLflow; nothing is trained)")
+    report.add_argument("--out", default="REPRODUCTION.md", help="default: %(default)s")
+    report.add_argument("options", nargs="*", metavar="tracking.uri=...", help="the MLflow store (default: the training default)")
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except StudyError as error:
+        print(f"sweeps: error: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `python -m sweeps show x | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python flushes stdout at exit)
+        return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    for name in names():
+        study = load(name)
+        print(f"{name:32s} {len(study.jobs()):4d} runs  {study.title}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from sweeps.table import published_markdown
+
+    study = load(args.study)
+    print(f"# {study.title}\n# source: {study.source}\n# table: python -m sweeps table {args.study}")
+    if study.notes:
+        print("\n".join(f"# {line}" for line in study.notes.strip().splitlines()))
+    for overrides in study.multiruns():
+        print("python run.py -m " + " ".join(_quote(o) for o in overrides))
+    print(f"# {len(study.jobs())} runs")
+    if study.published is not None:
+        print(f"\n# the source's numbers ({study.metric} compares with them):\n" + published_markdown(study))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from sweeps.check import check_study
+    from sweeps.published import check_published
+
+    failed = 0
+    for name in args.studies or names():
+        study = load(name)
+        problems = check_published(study) + check_study(study)
+        failed += bool(problems)
+        status = "ok" if not problems else f"{len(problems)} problems"
+        print(f"{name:32s} {len(study.jobs()):4d} runs  {status}", flush=True)
+        for line in problems:
+            print(f"  {line}", flush=True)
+    return 1 if failed else 0
+
+
+def _run_to_its_end(command: list[str]) -> int:
+    """run.py's exit code. Ctrl-C reaches run.py too (one process group): it checkpoints, prints its
+    sweep's summary and exits 130, so this waits for it (subprocess.run would SIGKILL it 0.25 s
+    after the Ctrl-C, in the middle of its checkpoint)."""
+    child = subprocess.Popen(command, cwd=REPO_DIR)
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            continue
+
+
+def _run(args: argparse.Namespace) -> int:
+    """`check` first (with the extra overrides): a study with a job that would not start runs nothing."""
+    from sweeps.check import check_study
+
+    study = load(args.study)
+    extra = [o for o in args.overrides if not o.lstrip("+~").startswith(("hydra.", "hydra/", "-"))]
+    if not any(o.lstrip("+") in ("plan=true", "plan=True") for o in extra):  # a plan reports invalid jobs itself
+        problems = check_study(dataclasses.replace(study, grids=tuple((*g, *extra) for g in study.grids)))
+        for line in problems:
+            print(f"sweeps: error: {line}", file=sys.stderr, flush=True)
+        if problems:
+            print(f"sweeps: error: {args.study}: {len(problems)} problem(s) found by check; nothing was run",
+                  file=sys.stderr, flush=True)
+            return 2
+    from cifarzoo.exits import worst
+
+    status = 0
+    for overrides in study.multiruns():
+        command = [sys.executable, str(REPO_DIR / "run.py"), "-m", *overrides, *args.overrides]
+        print("sweeps: " + " ".join(_quote(c) for c in command[1:]), flush=True)
+        status = worst(status, _run_to_its_end(command))
+        if status > 128:  # stopped by a signal (Ctrl-C): not the next multirun
+            break
+    return status
+
+
+def _table(args: argparse.Namespace) -> int:
+    from analysis.cli import write_output
+    from sweeps.report import reproduction
+    from sweeps.table import footer, render, summary
+
+    study = load(args.study)
+    options, overrides = _table_options(args.options)
+    where = _tracking(overrides)
+    with _store_errors():
+        rep = reproduction(study, where["uri"], where["experiment"], overrides, options.agg, options.metric)
+    write_output(render(rep, options.format, options.digits), options.out, "sweeps")
+    if options.format in ("csv", "latex"):  # the file stays a table; what it is made of goes to stderr
+        print("\n".join([summary(rep), *footer(rep)]), file=sys.stderr)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from analysis.cli import write_output
+    from sweeps.report import report
+
+    options, overrides = _table_options(args.options)
+    unknown = [o for o in overrides if not o.startswith("tracking.uri=")]
+    if unknown or vars(options) != vars(_table_options([])[0]):
+        raise StudyError(f"report: takes --out and tracking.uri=... only (got {' '.join(unknown or args.options)})")
+    with _store_errors():
+        text = report(_tracking(overrides)["uri"])
+    write_output(text, args.out, "sweeps")
+    return 0
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """A missing store or a bad metric: the one-line error of the analysis package, as sweeps' own."""
+    from analysis.errors import AnalysisError
+
+    try:
+        yield
+    except AnalysisError as error:
+        raise StudyError(str(error).replace("--tracking-uri", "tracking.uri")) from None
+
+
+def _table_options(words: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    """`--format csv tracking.uri=... --digits 3` -> the options, and the key=value overrides."""
+    from analysis.aggregate import AGGS
+    from analysis.formats import FORMATS
+
+    parser = argparse.ArgumentParser(prog="python -m sweeps table STUDY", add_help=False)
+    parser.add_argument("--format", choices=FORMATS, default="markdown")
+    parser.add_argument("--digits", type=int, default=2)
+    parser.add_argument("--agg", choices=AGGS, default="median")
+    parser.add_argument("--metric", default=None, help="default: the study's metric (test_error unless it says)")
+    parser.add_argument("--out", default=None)
+    options, rest = parser.parse_known_args(words)
+    bad = [w for w in rest if w.startswith("-") or "=" not in w]
+    if bad:
+        raise StudyError(f"table: unknown argument {bad[0]!r} (options: --format --digits --agg --metric --out; "
+                         "overrides: tracking.uri=... tracking.experiment=...)")
+    return options, rest
+
+
+def _tracking(overrides: list[str]) -> dict[str, str | None]:
+    from cifarzoo.paths import default_tracking_uri
+
+    given = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("tracking.")}
+    return {"uri": given.get("tracking.uri") or default_tracking_uri(), "experiment": given.get("tracking.experiment")}
+
+
+def _quote(text: str) -> str:
+    return f"'{text}'" if any(c in text for c in " []()*?$") else text
+
+
+COMMANDS = {"list": _list, "show": _show, "check": _check, "run": _run, "table": _table, "report": _report}
