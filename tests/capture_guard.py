@@ -12,7 +12,9 @@ would break a capture or be frozen by it:
   tensors on the meta device (standing in for "the host" of a CUDA run), so `torch.zeros(()).to(x.device)`
   or `torch.tensor(values, device=...)` shows up as a copy between devices or a tensor from host data.
 
-Known CPU-only syncs are allowed by name, with the reason (`CPU_ONLY_SYNCS`)."""
+Known CPU-only syncs are allowed by name, with the reason (`CPU_ONLY_SYNCS`). `copies_only=True`
+checks the host-to-device copies alone: for the warm-up steps, where syncs are legal but a copy
+would mean a cache that only works because warm-up filled it before the capture."""
 
 from __future__ import annotations
 
@@ -78,7 +80,7 @@ class _HostReads(TorchFunctionMode):
                 return func(*args, **kwargs)
             finally:
                 self.guard.allowed -= 1
-        if func in HOST_READS and not self.guard.allowed:
+        if func in HOST_READS and not (self.guard.allowed or self.guard.copies_only):
             self.guard.fail(f"{HOST_READS[func]} in the step")
         if func in FROM_HOST_DATA and not (args and isinstance(args[0], torch.Tensor)):
             self.guard.fail(f"torch.{func.__name__}(host data) in the step: a host-to-device copy")
@@ -97,8 +99,8 @@ class _AtenChecks(TorchDispatchMode):
 
 
 class CaptureGuard:
-    def __init__(self, generator: torch.Generator) -> None:
-        self.generator = generator
+    def __init__(self, generator: torch.Generator, copies_only: bool = False) -> None:
+        self.generator, self.copies_only = generator, copies_only
         self.allowed = 0  # > 0 inside a CPU_ONLY_SYNCS call
         self.random_ops = 0  # random draws seen (from allowed generators)
         self._modes: list = []
@@ -109,7 +111,7 @@ class CaptureGuard:
 
     def check(self, func: Any, args: tuple, kwargs: dict) -> None:
         packet = func.overloadpacket
-        if not self.allowed:
+        if not (self.allowed or self.copies_only):
             reason = SYNC_OPS.get(func) or SYNC_OPS.get(packet)
             if reason:
                 self.fail(f"aten.{packet.__name__}: {reason}")
@@ -123,18 +125,16 @@ class CaptureGuard:
             if len(devices) > 1:
                 self.fail(f"aten.{packet.__name__} between {sorted(map(str, devices))}: a tensor made on the host "
                           "(no device=) copied to the device")
-        for arg in func._schema.arguments:
-            if arg.name == "generator":
-                given = kwargs.get("generator", _positional(func, args, arg.name))
-                if given is not None and not _same(given, self.generator) and not _same(given, torch.default_generator):
-                    self.fail(f"aten.{packet.__name__} draws from a generator that is neither the run's nor the "
-                              "default one: a replay would not advance it")
-                self.random_ops += 1
+        if torch.Tag.nondeterministic_seeded in func.tags and not self.copies_only:  # a random op
+            self.random_ops += 1
+            given = kwargs.get("generator", _positional(func, args, "generator"))
+            if given is not None and not _same(given, self.generator) and not _same(given, torch.default_generator):
+                self.fail(f"aten.{packet.__name__} draws from a generator that is neither the run's nor the "
+                          "default one: a replay would not advance it")
 
     def __enter__(self) -> CaptureGuard:
-        self._default = torch.get_default_device()
-        torch.set_default_device("meta")  # Python factories without device=: "host" tensors
-        self._modes = [_HostReads(self), _AtenChecks(self)]
+        # Python factories without device=: "host" tensors (a context, unlike set_default_device, leaves no mode behind)
+        self._modes = [torch.device("meta"), _HostReads(self), _AtenChecks(self)]
         for mode in self._modes:
             mode.__enter__()
         return self
@@ -142,7 +142,6 @@ class CaptureGuard:
     def __exit__(self, *exc: object) -> None:
         for mode in reversed(self._modes):
             mode.__exit__(*exc)
-        torch.set_default_device(self._default)
 
 
 def _same(a: torch.Generator, b: torch.Generator) -> bool:

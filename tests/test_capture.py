@@ -20,6 +20,7 @@ from cifarzoo.distill import Distillation
 from cifarzoo.errors import ConfigError
 from cifarzoo.steps import GraphStep
 from cifarzoo.steps.graph import WARMUP_STEPS
+from cifarzoo.trained import TrainedRun
 
 TINY = ["data=fake", "data.num_train=64", "data.num_test=16", "train.batch_size=8", "train.epochs=1",
         "train.device=cpu", "train.step=graph", "train.channels_last=false"]
@@ -60,7 +61,7 @@ MODEL_EXTRA = {
 
 def scan(overrides: list[str], distill: bool = False, warmup: int = WARMUP_STEPS) -> int:
     """Build the run with the graph step's CPU form, warm up (as on CUDA: `WARMUP_STEPS`; one step
-    creates every lazy state), then run one step under the guard. Returns the number of random
+    creates every lazy state) with no host-to-device copy, then run one step under the whole guard. Returns the number of random
     draws the step made."""
     run = build_run(compose_config([*TINY, *overrides]), graph_on_cpu=True)
     parts = run.parts
@@ -73,8 +74,9 @@ def scan(overrides: list[str], distill: bool = False, warmup: int = WARMUP_STEPS
     sums = torch.zeros(2, dtype=torch.float64)
     b = parts.settings.batch_size
     perm = parts.data.permutation(parts.generator)
-    for i in range(warmup):
-        step(perm[i * b:(i + 1) * b], sums)
+    for i in range(warmup):  # warm-up may sync, but copies no host data to the device either
+        with CaptureGuard(parts.generator, copies_only=True):
+            step(perm[i * b:(i + 1) * b], sums)
     index = perm[warmup * b:(warmup + 1) * b]
     with CaptureGuard(parts.generator) as guard:
         step(index, sums)
@@ -121,6 +123,41 @@ def test_the_guard_catches_what_a_capture_cannot_take(one_thread):
         with pytest.raises(NotCapturable, match=re.escape(what)), CaptureGuard(generator):
             op()
     with CaptureGuard(generator) as guard:  # what a captured step may do
-        torch.rand(4, generator=generator) + torch.rand(4, device=x.device) * torch.zeros(4, device=x.device)
-        torch.nn.functional.one_hot(torch.arange(4), 5)  # CPU-only sync, allowed by name
+        torch.rand(4, device=x.device, generator=generator) + torch.rand(4, device=x.device) * torch.zeros_like(x)
+        torch.nn.functional.one_hot(torch.arange(4, device=x.device), 5)  # CPU-only sync, allowed by name
+        x[0] = 1  # a Python number assigned: a fill on CUDA
     assert guard.random_ops == 2
+
+
+def test_graph_safe_ghost_bn_with_cumulative_momentum():
+    """momentum=None: the fold reads the step count on the device, not with .item()."""
+    from cifarzoo.models.ghost_bn import GhostBatchNorm2d
+
+    ghost = GhostBatchNorm2d(3, momentum=None, ghost_batch_size=2)
+    x = torch.randn(8, 3, 4, 4)
+    ghost(x)
+    with CaptureGuard(torch.Generator()):
+        ghost(x)
+    assert ghost.num_batches_tracked.item() == 8
+
+
+def test_model_and_teacher_are_asked_for_graph_obstacles(monkeypatch, tmp_path):
+    """A layer that declares `graph_unsupported` makes its model (and a teacher built of it) eager-only."""
+    from cifarzoo import build as build_module
+    from cifarzoo.models.resnet_preact import ResNetPreAct
+
+    monkeypatch.setattr(ResNetPreAct, "graph_unsupported", "resnet_preact: a host-side decision", raising=False)
+    run = build_run(compose_config([*TINY, *SMALL_PREACT, "train.step=auto"]), graph_on_cpu=True)
+    assert run.step.kind == "eager"
+    assert run.step.reason == "train.step=auto: eager because model: resnet_preact: a host-side decision"
+    with pytest.raises(ConfigError, match=r"^train.step: graph cannot be used: model: resnet_preact: a host-side"):
+        build_run(compose_config([*TINY, *SMALL_PREACT]), graph_on_cpu=True)
+
+    # The teacher: a run trained with ResNet-preact (its config; find_teacher's checks are tests/test_distill.py's).
+    teacher = TrainedRun(tmp_path, tmp_path / "checkpoint.pt", compose_config([*TINY, *SMALL_PREACT]))
+    network = build_module.teacher_network(teacher, teacher.dataset())
+    assert isinstance(network, ResNetPreAct) and next(network.parameters()).is_meta
+    student = ["model=lenet"]
+    monkeypatch.setattr(build_module, "find_teacher", lambda cfg, dataset: teacher)
+    with pytest.raises(ConfigError, match=r"^train.step: graph cannot be used: train.distill.teacher: resnet_preact"):
+        build_module.build_components(compose_config([*TINY, *student]))
