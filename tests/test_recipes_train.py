@@ -86,7 +86,7 @@ def test_channels_last_on_cpu_is_a_config_error():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="channels_last runs on CUDA only")
-def test_channels_last_switch_sets_the_memory_format(make_run, one_thread):
+def test_cuda_channels_last_switch_sets_the_memory_format(make_run, one_thread):
     built = build_run(compose_config([*QUICK, "train.device=cuda", "train.channels_last=true"]))
     conv = next(m for m in built.parts.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.shape[-1] > 1
