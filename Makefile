@@ -32,7 +32,7 @@ serve: install  ## MLflow server for cluster sweeps: HOST=0.0.0.0 PORT=5000 (run
 	$(PY) -m cifarzoo.tracking serve --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),5000)
 
 test: install
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
+	$(PY) -m pytest -q -n 2 --dist loadfile --max-worker-restart=0 --timeout=900 --durations=25
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

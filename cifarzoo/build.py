@@ -111,13 +111,22 @@ def build_components(cfg: DictConfig, ranks: Ranks = Ranks()) -> Components:
                                "train.batch_size" if world == 1 else f"the per-process batch train.batch_size/{world}")
         model = use_ghost_batch_norm(model, t.ghost_batch_size)
     step_request = check_request(t.step)
-    named_parts = [("optim", optimizer_factory), ("precision", precision), *((f"aug.{k}", b) for k, b in aug.blocks.items())]
+    teacher = find_teacher(cfg, dataset)
+    named_parts = [("model", model), ("optim", optimizer_factory), ("precision", precision),
+                   *((f"aug.{k}", b) for k, b in aug.blocks.items())]
+    if teacher is not None:
+        named_parts.append(("train.distill.teacher", teacher_network(teacher, dataset)))
     blocking = obstacles(t, named_parts)
     if step_request == "graph" and blocking:  # the device is checked when the run is built on it
         choose(step_request, torch.device("cuda"), blocking)
-    teacher = find_teacher(cfg, dataset)
     return Components(settings, dataset, model, aug, optimizer_factory, schedule, precision, step_request, blocking,
                       teacher)
+
+
+def teacher_network(teacher: TrainedRun, dataset: ImageDataset) -> torch.nn.Module:
+    """The teacher's network on the meta device (no weights, no memory), to ask it for graph obstacles."""
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        return build_model(teacher.config.model, dataset.channels, dataset.num_classes)
 
 
 def build_run(cfg: DictConfig, ranks: Ranks = Ranks(), graph_on_cpu: bool = False) -> BuiltRun:
@@ -137,6 +146,9 @@ def build_run(cfg: DictConfig, ranks: Ranks = Ranks(), graph_on_cpu: bool = Fals
     num_test = len(splits.test_x)
     splits = splits.shard(ranks.rank, world)
 
+    require(not (t.channels_last and device.type == "cpu"), "train.channels_last",
+            "must be false or null on CPU: this torch's CPU backward of a channels_last 1x1 stride-2 convolution "
+            "crashes the process (SIGSEGV)", t.channels_last)
     channels_last = device.type == "cuda" if t.channels_last is None else t.channels_last
     data = DeviceData(splits, dataset.mean, dataset.std, device, dataset.num_classes, channels_last)
     if channels_last:
@@ -177,5 +189,5 @@ def distillation(cfg: DictConfig, recipe: Recipe, teacher: TrainedRun, device: t
 
 def make_step(step: StepChoice, parts: Parts) -> TrainStep:
     if step.kind == "graph":
-        return GraphStep(parts, capture=parts.data.device.type == "cuda")
+        return GraphStep(parts, capture=parts.data.device.type == "cuda", fallback=step.fallback)
     return EagerStep(parts)

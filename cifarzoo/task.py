@@ -437,6 +437,7 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
         system_metrics_s=system_metrics_interval(cfg.tracking),
     )
     trainer = _build_trainer(parts, ckpt_path, chash, state, tracker.log_epoch, tracker.run_id)
+    trainer.stepper.on_change = lambda kind, reason: _retag_step(tracker, kind, reason)
     where = f"{run.device}" if ranks.world_size == 1 else f"{ranks.world_size} processes ({run.device.type})"
     log.info(
         "%s: %s (%.2fM params), %s %d train / %d test on %s, run %s",
@@ -445,6 +446,15 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
     )
     log.info("training step: %s (%s)", run.step.kind, run.step.reason)
     return _fit(trainer, tracker, float(cfg.tracking.get("wait_s", 120)), progress)
+
+
+def _retag_step(tracker: Tracker, kind: str, reason: str) -> None:
+    """The step changed kind mid-run (a failed CUDA graph under train.step=auto): the tags say so."""
+    try:
+        for key, value in (("train_step", kind), ("train_step_reason", reason)):
+            tracker.client.set_tag(tracker.run_id, key, value)
+    except Exception as error:  # noqa: BLE001 - a tag must not end the run; the log line has it
+        log.error("could not retag MLflow run %s: %s", tracker.run_id, first_line(error))
 
 
 def _job_log(job_dir: Path) -> Path | None:

@@ -77,15 +77,22 @@ def test_ghost_batch_size_must_divide_the_batch():
         build_run(compose_config([*QUICK, "train.ghost_batch_size=48"]))
 
 
-def test_channels_last_switch_sets_the_memory_format(make_run, one_thread):
-    built = build_run(compose_config([*QUICK, "train.channels_last=true"]))
+def test_channels_last_on_cpu_is_a_config_error():
+    """This CPU torch crashes (SIGSEGV) in the backward of a channels_last 1x1 stride-2 convolution."""
+    with pytest.raises(ConfigError, match=r"^train\.channels_last: must be false or null on CPU: .*crashes the process"):
+        build_run(compose_config([*QUICK, "train.channels_last=true"]))
+    plain = build_run(compose_config([*QUICK]))  # CPU default: off
+    assert plain.parts.data.normalize(plain.parts.data.train_x[:4]).is_contiguous()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="channels_last runs on CUDA only")
+def test_cuda_channels_last_switch_sets_the_memory_format(make_run, one_thread):
+    built = build_run(compose_config([*QUICK, "train.device=cuda", "train.channels_last=true"]))
     conv = next(m for m in built.parts.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and conv.weight.shape[-1] > 1
     x = built.parts.data.normalize(built.parts.data.train_x[:4])
     assert x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    plain = build_run(compose_config([*QUICK]))  # CPU default: off
-    assert plain.parts.data.normalize(plain.parts.data.train_x[:4]).is_contiguous()
-    cfg, ctx = make_run(*SMALL, "train.channels_last=true")
+    cfg, ctx = make_run(*SMALL, "train.device=cuda", "train.channels_last=true")
     assert math.isfinite(train(cfg, ctx))
 
 

@@ -10,7 +10,10 @@ N steps of it must equal N eager steps:
   differently (one fused multiply-add for momentum * buf + grad where the eager loop rounds twice,
   Adam's bias corrections folded in another order), a difference of an ulp or so per step.
 
-CUDA capture itself is tested by the CUDA-only tests at the end (they skip without CUDA)."""
+The fallback of a failed capture is tested on CPU with the CUDA-only parts (side-stream warm-up,
+capture) replaced by their CPU form and an injected failure. CUDA capture itself, and channels_last
+(whose backward crashes this CPU torch for some convolutions), are tested by the CUDA-only tests at
+the end (they skip without CUDA)."""
 
 from __future__ import annotations
 
@@ -22,11 +25,13 @@ import pytest
 import torch
 from conftest import compose_config
 
+from cifarzoo import build as build_module
 from cifarzoo import task
 from cifarzoo.build import build_run
 from cifarzoo.errors import ConfigError
 from cifarzoo.loop import Trainer
-from cifarzoo.steps import EagerStep, GraphStep
+from cifarzoo.steps import CaptureFailed, EagerStep, GraphStep
+from cifarzoo.steps.graph import WARMUP_STEPS
 
 TINY = ["data=fake", "data.num_train=64", "data.num_test=16", "model.depth=8", "model.base_channels=4",
         "train.batch_size=16", "train.epochs=2", "train.device=cpu"]
@@ -42,12 +47,12 @@ CASES = {
     "multistep-exponential_warmup": ["sched=multistep", "sched.milestones=[1]", "sched.warmup=exponential",
                                      "sched.warmup_epochs=1", "train.epochs=3"],  # the milestone inside the run
     "adam": ["optim=adam"],
-    "adamw-channels_last": ["optim=adamw", "train.channels_last=true"],
+    "adamw": ["optim=adamw"],
     "amsgrad-no_wd_on_bn": ["optim=amsgrad", "optim.no_weight_decay_on_bn=true"],
     "amp_bf16-ghost_bn": ["precision=amp_bf16", "train.ghost_batch_size=8"],
     "amp_fp16": ["precision=amp_fp16"],
     "amp_fp16-grad_clip": ["precision=amp_fp16", "optim.grad_clip=0.5"],
-    "grad_clip-channels_last": ["optim.grad_clip=0.5", "train.channels_last=true"],
+    "grad_clip": ["optim.grad_clip=0.5"],
     "cutout-label_smoothing": ["aug=[cutout,label_smoothing]"],
     "random_erasing": ["aug=random_erasing"],
     "mixup": ["aug=mixup"],
@@ -238,6 +243,104 @@ def test_graph_safe_gradients_compile_in_one_graph(one_thread):
         torch.compile(gradients_and_sums, fullgraph=True, backend="eager")()
     torch._dynamo.reset()
     assert all(p.grad is not None for p in step.body.params) and sums[0] > 0
+
+
+class CaptureOnCpu:
+    """The graph step's CUDA-only parts in their CPU form: warm-up runs the body (reporting the host
+    syncs it is told to), capture fails as a CUDA capture does at an op it cannot hold, before any
+    kernel of the step ran (injected at the model's first forward), or succeeds with a graph whose
+    first replay fails."""
+
+    def __init__(self, monkeypatch, fail: str, syncs: tuple[str, ...] = ()) -> None:
+        self.fail, self.syncs = fail, syncs
+        monkeypatch.setattr(GraphStep, "_warm_up", lambda step, sums, check_syncs: self.warm_up(step, sums, check_syncs))
+        monkeypatch.setattr(GraphStep, "_capture", lambda step, sums: self.capture(step, sums))
+
+    def warm_up(self, step: GraphStep, sums: torch.Tensor, check_syncs: bool) -> list[str]:
+        step._body(sums)
+        return list(self.syncs) if check_syncs else []
+
+    def capture(self, step: GraphStep, sums: torch.Tensor):
+        if self.fail == "first replay":
+            return BrokenGraph()
+
+        def refuse(module, args):
+            raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nCUDA kernel errors ...")
+
+        handle = step.body.forward.register_forward_pre_hook(refuse)
+        try:
+            step._body(sums)
+        finally:
+            handle.remove()
+
+
+class BrokenGraph:
+    def replay(self) -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+def graph_step_on_cpu(step: str, *overrides: str) -> tuple[Trainer, list[tuple[str, str]]]:
+    """A trainer whose graph step runs its capture path on CPU; the (kind, reason) changes it reports."""
+    run = build(step, *overrides)
+    run.parts.train_step = GraphStep(run.parts, capture=True, fallback=run.step.fallback)
+    changes: list[tuple[str, str]] = []
+    run.parts.train_step.on_change = lambda kind, reason: changes.append((kind, reason))
+    return trainer_of(run), changes
+
+
+@pytest.mark.parametrize(("fail", "syncs", "at", "part"), [
+    ("capture", (), WARMUP_STEPS + 1, "capture: RuntimeError: CUDA error: operation not permitted when stream is capturing"),
+    ("none", ("called a synchronizing CUDA operation",), WARMUP_STEPS,
+     "last warm-up step: it synchronised with the host (called a synchronizing CUDA operation)"),
+])
+def test_a_failed_capture_falls_back_to_the_eager_step_with_state_intact(fail, syncs, at, part, monkeypatch, caplog,
+                                                                          one_thread):
+    overrides = ("precision=amp_fp16", "optim.grad_clip=0.5", "aug=cutout", "train.batch_size=8")
+    steps = WARMUP_STEPS + 4  # of 8 in one permutation
+    reference = trainer_of(build("graph", *overrides))  # the graph-safe form on CPU, no capture path
+    train(reference, steps)
+
+    CaptureOnCpu(monkeypatch, fail, syncs)
+    trainer, changes = graph_step_on_cpu("auto", *overrides)
+    with caplog.at_level("WARNING", logger="cifarzoo"):
+        train(trainer, steps)
+    reason = f"train.step=auto: eager from step {at} on, because the CUDA graph failed in the {part}"
+    assert [(kind, r[:len(reason)]) for kind, r in changes] == [("eager", reason)]
+    assert "\n" not in changes[0][1]
+    assert [r.getMessage() for r in caplog.records if "training step" in r.getMessage()] == \
+        [f"training step: {changes[0][1]}"]
+    assert trainer.stepper.kind == "eager" and trainer.stepper.graph is None
+    expected = tensors(reference)
+    for key, value in tensors(trainer).items():  # the failed capture changed nothing: the same steps
+        assert torch.equal(value, expected[key]), key
+
+
+@pytest.mark.parametrize(("fail", "part"), [("capture", "capture"), ("first replay", "first replay")])
+def test_a_failed_capture_under_train_step_graph_is_a_one_line_error(fail, part, monkeypatch, one_thread):
+    CaptureOnCpu(monkeypatch, fail)
+    trainer, changes = graph_step_on_cpu("graph")
+    train(trainer, WARMUP_STEPS)
+    with pytest.raises(CaptureFailed) as error:
+        train(trainer, 1)
+    assert str(error.value).startswith(f"train.step=graph: the CUDA graph failed in the {part} (step {WARMUP_STEPS + 1}): "
+                                       "RuntimeError: CUDA error: ")
+    assert "\n" not in str(error.value) and not changes
+
+
+def test_a_fallback_retags_the_run(make_run, client, monkeypatch, one_thread):
+    CaptureOnCpu(monkeypatch, "capture")
+    monkeypatch.setattr(task, "build_run", functools.partial(build_run, graph_on_cpu=True))
+    original = build_module.make_step
+    monkeypatch.setattr(build_module, "make_step", lambda step, parts: (
+        GraphStep(parts, capture=True, fallback=step.fallback) if step.kind == "graph" else original(step, parts)))
+    cfg, ctx = make_run("model.depth=8", "model.base_channels=4", "data.train_size=128", "train.epochs=1",
+                        "train.batch_size=16", "train.step=auto")
+    task.train(cfg, ctx)
+    run = client.search_runs([client.get_experiment_by_name("test").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["train_step"] == "eager"
+    assert run.data.tags["train_step_reason"].startswith(
+        f"train.step=auto: eager from step {WARMUP_STEPS + 1} on, because the CUDA graph failed in the capture: ")
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

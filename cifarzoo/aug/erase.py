@@ -124,6 +124,10 @@ class RandomErasing(FloatBlock):
                                "call Recipe.use_normalization(mean, std) first")
         black = self._black
         if black is None or black.device != images.device or black.dtype != images.dtype:
-            black = torch.tensor(self._black_values, dtype=images.dtype).view(1, -1, 1, 1).to(images.device)
-            self._black = black  # made once per device: no host-to-device copy per batch
+            # Made once per device, by fills on the device: no host-to-device copy (a CUDA graph
+            # cannot capture one, should the first call fall inside a capture).
+            black = torch.empty(1, len(self._black_values), 1, 1, device=images.device, dtype=images.dtype)
+            for channel, value in enumerate(self._black_values):
+                black[:, channel].fill_(value)
+            self._black = black
         return black

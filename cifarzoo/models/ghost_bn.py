@@ -23,8 +23,6 @@ the closed form of the sequential update: r_k = prod_i (1 - a_i) r_0 + sum_i a_i
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,15 +42,13 @@ def check_ghost_batch_size(ghost_batch_size: object, batch_size: int, batch_name
     )
 
 
-@functools.lru_cache(maxsize=256)
-def _momentum_coefficients(factors: tuple[float, ...]) -> tuple[float, tuple[float, ...]]:
-    """(c0, (c_1..c_k)) with sequential r <- (1 - a_i) r + a_i s_i equal to c0 r_0 + sum_i c_i s_i."""
-    coefficients = []
-    keep = 1.0  # prod_{j > i} (1 - a_j), built from the last chunk backwards
-    for a in reversed(factors):
-        coefficients.append(a * keep)
-        keep *= 1.0 - a
-    return keep, tuple(reversed(coefficients))
+def momentum_coefficients(factors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c0, (c_1..c_k)) with the sequential r <- (1 - a_i) r + a_i s_i equal to c0 r_0 + sum_i c_i s_i,
+    for the factors a_1..a_k (a device tensor): c_i = a_i prod_{j>i} (1 - a_j), c0 = prod_i (1 - a_i).
+    Device ops only (no host copy, no host read), so a CUDA graph can capture them."""
+    keep = torch.flip(torch.cumprod(torch.flip(1 - factors, (0,)), 0), (0,))  # prod_{j >= i} (1 - a_j)
+    after = torch.cat([keep[1:], keep.new_ones(1)])  # prod_{j > i} (1 - a_j)
+    return keep[0], factors * after
 
 
 class GhostBatchNorm2d(nn.BatchNorm2d):
@@ -73,7 +69,7 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
             raise ValueError(f"ghost_batch_size must be an int >= 1 (got {ghost_batch_size!r})")
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
         self.ghost_batch_size = ghost_batch_size
-        self._coefficient_cache: tuple | None = None  # (key, tensor) of the last running-stat fold
+        self._coefficient_cache: dict = {}  # (k, device, dtype) -> (c0, coefficients), fixed momentum only
 
     @classmethod
     def from_batch_norm(cls, bn: nn.BatchNorm2d, ghost_batch_size: int) -> GhostBatchNorm2d:
@@ -136,25 +132,32 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
 
     @torch.no_grad()
     def _fold_running_stats(self, chunk_mean: torch.Tensor, chunk_var: torch.Tensor, k: int) -> None:
-        """Apply the k chunks' sequential running-stat updates (and num_batches_tracked += k)."""
+        """Apply the k chunks' sequential running-stat updates (and num_batches_tracked += k), on the
+        device: the coefficients come from device ops (computed in float64, as the sequential float
+        update), so the fold neither reads the step count on the host nor copies host numbers."""
         tracked = self.num_batches_tracked
+        device, dtype = chunk_mean.device, chunk_mean.dtype
         if self.momentum is None:  # cumulative moving average: a_i = 1 / (batches tracked after chunk i)
             if tracked is None:
                 raise ValueError("GhostBatchNorm2d: momentum=None needs the num_batches_tracked buffer")
-            start = int(tracked.item())
-            factors = tuple(1.0 / (start + i) for i in range(1, k + 1))
+            counts = tracked.to(_fold_dtype(device)) + torch.arange(1, k + 1, device=device, dtype=_fold_dtype(device))
+            keep, coef = momentum_coefficients(1 / counts)
+            keep, coef = keep.to(dtype), coef.to(dtype)
         else:
-            factors = (float(self.momentum),) * k
+            key = (k, device, dtype)
+            if key not in self._coefficient_cache:
+                factors = torch.full((k,), float(self.momentum), device=device, dtype=_fold_dtype(device))
+                self._coefficient_cache[key] = tuple(c.to(dtype) for c in momentum_coefficients(factors))
+            keep, coef = self._coefficient_cache[key]
         if tracked is not None:
             tracked.add_(k)
-        keep, coefficients = _momentum_coefficients(factors)
-        key = (coefficients, chunk_mean.device, chunk_mean.dtype)
-        if self._coefficient_cache is None or self._coefficient_cache[0] != key:  # one host-to-device copy
-            coef = torch.tensor(coefficients, device=chunk_mean.device, dtype=chunk_mean.dtype).unsqueeze(1)
-            self._coefficient_cache = (key, coef)
-        coef = self._coefficient_cache[1]
+        coef = coef.unsqueeze(1)
         self.running_mean.mul_(keep).add_((coef * chunk_mean).sum(0))
         self.running_var.mul_(keep).add_((coef * chunk_var).sum(0))
+
+
+def _fold_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
 
 
 def use_ghost_batch_norm(model: nn.Module, ghost_batch_size: int) -> nn.Module:

@@ -17,10 +17,14 @@ choice, kept by the repository; the paper's equation has one). ResNet-18: 11,178
 for 10 classes, exactly the repository's.
 
 Deviations: the first conv takes the dataset's channels (the repository: 3). The paper's first
-block has p = 1 - (1 - p_L)/L; the repository's, followed here, has p = 1. The draws come from the
-CPU generator (seeded by the run), so they cost no device synchronisation. Under data-parallel
-training a skipped branch leaves parameters without gradients in that step. PyTorch's default
-initialisation, as the repository.
+block has p = 1 - (1 - p_L)/L; the repository's, followed here, has p = 1. The draw is made on the device
+(its default generator, seeded by the run) and multiplies the branch by 1 or 0, instead of a host-side
+`if` that skips it: no device synchronisation, and a CUDA-graph replay draws anew (a host decision
+would be frozen at capture). The function and the loss are the same; what differs for a dropped
+branch: it is still computed (no speed-up from dropping), its BatchNorm layers update their running
+statistics on that batch, and its parameters get zero gradients instead of none, so the optimizer
+still applies weight decay and momentum to them in that step. PyTorch's default initialisation, as
+the repository.
 """
 
 from __future__ import annotations
@@ -65,9 +69,12 @@ class StochasticDepthBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return self.shortcut(x) + self.branch(x) * self.survival_prob
-        if torch.rand(()).item() < self.survival_prob:
+        if self.survival_prob == 1:
             return self.shortcut(x) + self.branch(x)
-        return self.shortcut(x)
+        # The draw stays on the device (default generator): keep = 1 or 0 multiplies the branch, so a
+        # captured CUDA graph draws anew on every replay instead of freezing one host-side choice.
+        keep = (torch.rand((), device=x.device) < self.survival_prob).to(x.dtype)
+        return self.shortcut(x) + self.branch(x) * keep
 
 
 class StochasticDepthResNet(nn.Module):

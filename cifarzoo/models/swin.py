@@ -65,7 +65,8 @@ def shift_mask(h: int, wd: int, w: int, shift: int, device: torch.device) -> tor
             labels[:, rows, cols] = region
             region += 1
     labels = window_partition(labels, w).squeeze(-1)
-    return torch.zeros(()).to(device).masked_fill(labels[:, None, :] != labels[:, :, None], float("-inf"))
+    apart = labels[:, None, :] != labels[:, :, None]
+    return torch.zeros(apart.shape, device=device).masked_fill(apart, float("-inf"))
 
 
 class WindowAttention(nn.Module):
@@ -75,6 +76,15 @@ class WindowAttention(nn.Module):
         self.attn = Attention(dim, num_heads=heads, attn_head_dim=HEAD_DIM, proj_drop=drop_rate)
         self.bias_table = nn.Parameter(torch.randn((2 * window - 1) ** 2))
         self.register_buffer("bias_index", gen_relative_position_index((window, window)), persistent=False)
+        self._shift_masks: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+    def shift_mask(self, h: int, wd: int, device: torch.device) -> torch.Tensor:
+        """The shifted windows' mask for an h x wd map, built once per size and device from device ops
+        alone (a captured CUDA graph replays the step that first needs it, so no host copy may make it)."""
+        key = (h, wd, device)
+        if key not in self._shift_masks:
+            self._shift_masks[key] = shift_mask(h, wd, self.window, self.shift, device)
+        return self._shift_masks[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, wd, _ = x.shape
@@ -83,7 +93,7 @@ class WindowAttention(nn.Module):
             x = torch.roll(x, (-s, -s), (1, 2))
         mask = self.bias_table[self.bias_index]                      # (w*w, w*w), shared by the heads
         if s:
-            mask = mask + shift_mask(h, wd, w, s, x.device)           # (windows, w*w, w*w)
+            mask = mask + self.shift_mask(h, wd, x.device)            # (windows, w*w, w*w)
         mask = mask.expand(b * (h // w) * (wd // w), 1, -1, -1) if mask.dim() == 2 else \
             mask.unsqueeze(1).repeat(b, 1, 1, 1)
         out = window_reverse(self.attn(window_partition(x, w), attn_mask=mask.to(x.dtype)), w, h, wd)

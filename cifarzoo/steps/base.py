@@ -7,6 +7,7 @@ it and knows nothing of how it runs (`cifarzoo.steps.eager`, `cifarzoo.steps.gra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -70,6 +71,9 @@ class TrainStep:
     that the step used. `kind` names the implementation (the run's `train_step` tag)."""
 
     kind = ""
+    # Called with (kind, reason) when the step changes kind mid-run (a failed capture under
+    # train.step=auto): whoever records the run's `train_step` tags sets it.
+    on_change: Callable[[str, str], None] | None = None
 
     def __init__(self, parts: Parts) -> None:
         self.body = StepBody(parts)
