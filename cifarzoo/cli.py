@@ -83,3 +83,19 @@ def experiment_id(client: Any, name: str) -> str:
         names = sorted(e.name for e in client.search_experiments())
         raise CliError(f"--experiment: no experiment {name!r} (experiments: {', '.join(names) or 'none'})")
     return found.experiment_id
+
+
+def words_as_flags(argv: Sequence[str]) -> list[str]:
+    """`tracking.uri=URI` / `tracking.experiment=NAME` anywhere in `argv` as the flags they stand
+    for, for a CLI whose parser takes the flags (`analysis`, `cifarzoo.evaluate`)."""
+    out: list[str] = []
+    for word in argv:
+        key, _, value = word.lstrip("+").partition("=")
+        out += [f"--{STORE_WORDS[key].replace('_', '-')}", value] if key in STORE_WORDS and value else [word]
+    return out
+
+
+def flags_as_words(tracking_uri: str | None, experiment: str | None) -> list[str]:
+    """The flags as run.py overrides, for a CLI that composes run.py's config (`cifarzoo.lr_find`)."""
+    return [f"{key}={value}" for key, value in (("tracking.uri", tracking_uri), ("tracking.experiment", experiment))
+            if value]

@@ -396,7 +396,38 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
         run.num_train, run.num_test, where, tracker.run_id,
     )
     log.info("training step: %s (%s)", run.step.kind, run.step.reason)
-    return _fit(trainer, tracker, float(cfg.tracking.get("wait_s", 120)), progress)
+    if run.teacher is not None:
+        teacher = run.teacher
+        log.info("distilling from teacher %s (%s on %s, MLflow run %s), T=%g, alpha=%g",
+                 teacher.run_dir, teacher.config.model.get("_target_", "?").rsplit(".", 1)[-1],
+                 teacher.config.data.get("_target_", "?").rsplit(".", 1)[-1], teacher.run_id or "none",
+                 cfg.train.distill.temperature, cfg.train.distill.alpha)
+    if cfg.train.channels_last and (note := channels_last_note(model)):
+        log.warning("%s", note)
+    error = _fit(trainer, tracker, float(cfg.tracking.get("wait_s", 120)), progress)
+    log.info("%s", closing_summary(error, tracker, run_dir, cfg.tracking.experiment))
+    return error
+
+
+def closing_summary(error: float, tracker: Tracker, run_dir: Path, experiment: str) -> str:
+    """The one line a finished run ends with: its final and best test error, where it is, and the
+    commands that show it."""
+    best = f"{tracker.best[0]:.2f}% at epoch {tracker.best[1]}" if getattr(tracker, "best", None) else "-"
+    return (f"done: test error {error:.2f}% (best {best}), MLflow run {tracker.run_id}, run dir {run_dir}; "
+            f"show it: python -m cifarzoo.runs --experiment {experiment}, "
+            f"python -m cifarzoo.evaluate {run_dir}")
+
+
+def channels_last_note(model: Any) -> str | None:
+    """Why `train.channels_last=true` means nothing for this model (None: it has convolutions to speed up).
+    A patch embedding (ViT's single conv) does not count."""
+    import torch
+
+    convs = sum(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+    if convs > 1:
+        return None
+    return (f"train.channels_last=true changes nothing for {type(model).__name__}: channels_last speeds up "
+            f"convolutions and it has {convs} (a patch embedding at most)")
 
 
 def _job_log(job_dir: Path) -> Path | None:
