@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "tracking.experiment=)")
         print(format_runs(tracking_uri(args.tracking_uri), args.experiment or DEFAULT_EXPERIMENT))
     except CliError as error:
-        print(f"cifarzoo.runs: error: {error}", file=sys.stderr)
+        print(f"cifarzoo: error: {error}", file=sys.stderr)
         return error.status
     return OK
 

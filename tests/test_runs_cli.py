@@ -42,14 +42,14 @@ def test_lists_run_id_status_error_dir_and_the_evaluate_command(trained):
 def test_a_missing_experiment_lists_the_experiments_and_exits_2(trained, capsys):
     uri, _, _ = trained
     assert main(["--tracking-uri", uri, "--experiment", "nope"]) == 2
-    assert capsys.readouterr().err.strip() == "cifarzoo.runs: error: --experiment: no experiment 'nope' " \
+    assert capsys.readouterr().err.strip() == "cifarzoo: error: --experiment: no experiment 'nope' " \
                                               "(experiments: Default, test)"
 
 
 def test_a_missing_store_is_refused_not_created(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'typo.db'}"
     assert main([f"tracking.uri={uri}", "tracking.experiment=test"]) == 2
-    assert capsys.readouterr().err.startswith(f"cifarzoo.runs: error: --tracking-uri: no MLflow store at {tmp_path / 'typo.db'}")
+    assert capsys.readouterr().err.startswith(f"cifarzoo: error: --tracking-uri: no MLflow store at {tmp_path / 'typo.db'}")
     assert not sqlite_path(uri).exists()
 
 
