@@ -40,17 +40,23 @@ class SweepCallbacks(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from cifarzoo.preflight import check_launcher
 
-        self.plan = bool(config.get("plan", False))
-        if self.plan:
-            _one_line_exit(check_launcher, config.hydra.launcher)
-            return
         from cifarzoo.tracking import check_reachable, connect
 
+        self.plan = bool(config.get("plan", False))
         uri = config.tracking.uri or default_tracking_uri()
+        if self.plan:
+            _one_line_exit(check_launcher, config.hydra.launcher)
+            _one_line_exit(check_reachable, uri)
+            _plan(config)  # exits: a plan launches nothing and writes nothing
         try:
             _check_jobs(config)
             check_launcher(config.hydra.launcher)
             check_reachable(uri)
+        except ConfigError as error:
+            print(f"cifarzoo: error: {error}", file=sys.stderr)
+            raise SystemExit(BAD_CONFIG) from None
+        _skip_when_all_done(config)
+        try:
             connect(uri, config.tracking.experiment)
         except ConfigError as error:
             print(f"cifarzoo: error: {error}", file=sys.stderr)
@@ -145,3 +151,60 @@ def _check_jobs(config: DictConfig) -> None:
     if invalid:
         print(f"cifarzoo: error: {len(invalid)} invalid job(s) of {len(jobs)}; nothing was run", file=sys.stderr)
         raise SystemExit(BAD_CONFIG)
+
+
+def _decisions(config: DictConfig) -> list[tuple[list[str], Any]]:
+    """(overrides, `cifarzoo.task.plan_job`'s Decision) of every job, decided before any is launched."""
+    from omegaconf import OmegaConf
+
+    from cifarzoo.preflight import compose_job, job_error
+    from cifarzoo.sweep import Decision
+    from cifarzoo.task import plan_job
+
+    sweep_dir = Path(config.hydra.sweep.dir)
+    numbered = OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir") == "${hydra.job.num}"
+    launcher = config.hydra.launcher
+    cache: dict = {}
+    decided = []
+    for num, job in enumerate(_sweep_jobs(config)):
+        error = job_error(job, cache, config.hydra.job.config_name or "config")
+        if error is not None:
+            decided.append((job, Decision("invalid", error)))
+            continue
+        cfg = compose_job(job, cache, config.hydra.job.config_name or "config")
+        world = int(launcher.get("nodes", 1)) * int(launcher.get("tasks_per_node", 1)) if cfg.train.distributed else 1
+        job_dir = sweep_dir / (str(num) if numbered else f".not-a-job-dir-{num}")
+        decided.append((job, plan_job(cfg, job, job_dir, world)))
+    return decided
+
+
+def _plan(config: DictConfig) -> None:
+    """`+plan=true`: one line per job (run, resume, skip, invalid), one count, exit 2 with an invalid
+    job, else 0; before the launcher, so that nothing is launched, submitted or written."""
+    from collections import Counter
+
+    counts: Counter[str] = Counter()
+    for job, decision in _decisions(config):
+        counts[decision.action] += 1
+        print(f"plan: {decision.action:6s} {' '.join(job) or '(defaults)'}: {decision.reason}", flush=True)
+    parts = [f"{counts[a]} would {a}" for a in ("run", "resume", "skip")]
+    if counts["invalid"]:
+        parts.append(f"{counts['invalid']} invalid")
+    print(f"cifarzoo plan: {', '.join(parts)} (nothing was written)", flush=True)
+    raise SystemExit(BAD_CONFIG if counts["invalid"] else 0)
+
+
+def _skip_when_all_done(config: DictConfig) -> None:
+    """A rerun whose every job would be skipped (FINISHED before, FAILED before without
+    +rerun_failed, running elsewhere) launches nothing, so it adds no sweep dir of skipped stubs:
+    one line per job and the sweep's count line, exit 0."""
+    decided = _decisions(config)
+    if not decided or any(d.action != "skip" for _, d in decided):
+        return
+    for job, decision in decided:
+        print(f"skipped: {' '.join(job) or '(defaults)'}: {decision.reason}", flush=True)
+    failed = sum(d.failed_before for _, d in decided)
+    note = f" ({failed} FAILED before; +rerun_failed=true reruns them)" if failed else ""
+    print(f"cifarzoo sweep: 0 finished (0 resumed), 0 failed, {len(decided)} skipped{note}; every job was done "
+          "before: nothing was launched and no sweep dir was made", flush=True)
+    raise SystemExit(0)

@@ -70,6 +70,14 @@ def main(cfg: DictConfig) -> float:
     found = FoundDir.look(ctx.output_dir)  # before this job writes there (Hydra already has)
     _pin_gpu(cfg)
     try:
+        return _main(cfg, ctx, found)
+    finally:
+        if cfg.get("plan", False) and not ctx.sweep:  # a plan writes nothing: Hydra's fresh run dir goes
+            found.leave(single_run=True)
+
+
+def _main(cfg: DictConfig, ctx: RunContext, found: FoundDir) -> float:
+    try:
         backend = "nccl" if resolve_device(cfg.train.device).type == "cuda" else "gloo"
         return train(cfg, ctx, connect(cfg.train.distributed, backend), found)
     except ConfigError as error:
@@ -196,6 +204,26 @@ def _run(cfg: DictConfig, ctx: RunContext, ranks: Ranks, decision: Decision, run
     outcome = "failed" if math.isnan(error) else ("resumed" if decision.action == "resume" else "finished")
     record(ctx.output_dir, outcome, decision.reason)
     return error
+
+
+def plan_job(cfg: DictConfig, overrides: list[str], output_dir: Path, world_size: int = 1) -> Decision:
+    """What a job of a multirun would do, decided before it is launched (the sweep's callback, for
+    `+plan=true` and for a rerun whose every job is skipped): as `train` decides, without a dir,
+    a lock or a write. `invalid` (with the error) for a job that would be refused."""
+    ctx = RunContext(output_dir, overrides=list(overrides), sweep=str(output_dir.parent))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["train"]["world_size"] = world_size
+    try:
+        chash = config_hash(distill.identity(resolved, distill.find_teacher(cfg)))
+        uri = cfg.tracking.uri or default_tracking_uri()
+        decision = _decide(cfg, ctx, uri, chash)
+        if decision.action == "resume" and not cfg.get("restart", False):
+            refused = _refusal(decision.output_dir or output_dir, uri, chash, world_size)
+            if refused is not None:
+                return Decision("invalid", str(refused))
+    except ConfigError as error:
+        return Decision("invalid", str(error))
+    return decision
 
 
 def _how_to_resume(ctx: RunContext, run_dir: Path) -> str:

@@ -62,6 +62,23 @@ def test_plan_reports_invalid_jobs(env, tmp_path):
     assert plans[0].startswith("plan: run    model.depth=8 ")
     assert plans[1].startswith("plan: invalid model.depth=21 ") and plans[1].endswith(DEPTH_RULE)
     assert "1 would run, 0 would resume, 0 would skip, 1 invalid" in result.stdout
+    assert not (tmp_path / "outputs").exists()  # issue 22: a plan wrote job dirs (.hydra/, logs, outcome.json)
+
+
+@pytest.mark.slow
+def test_a_rerun_of_a_finished_sweep_launches_nothing_and_makes_no_sweep_dir(env, tmp_path):
+    """Issue 22: every rerun of a finished sweep added a new sweep dir of "skipped" stubs."""
+    sweep = ["-m", "model.depth=8", "seed=1,2", *QUICK]
+    first = run_cli(sweep, env, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    made = sorted((tmp_path / "outputs" / "multirun").glob("*/*"))
+    assert len(made) == 1
+    again = run_cli(sweep, env, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    skipped = [line for line in again.stdout.splitlines() if line.startswith("skipped: ")]
+    assert len(skipped) == 2 and all("FINISHED before as MLflow run " in line for line in skipped)
+    assert "2 skipped; every job was done before: nothing was launched and no sweep dir was made" in again.stdout
+    assert sorted((tmp_path / "outputs" / "multirun").glob("*/*")) == made
 
 
 def test_sweeps_run_checks_the_study_first(tmp_path, capsys, monkeypatch):
