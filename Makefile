@@ -1,4 +1,4 @@
-# cifarzoo: two commands to start — `make demo` and `make test`.
+# cifarzoo: `make install [TORCH=cpu]`, `make demo [DATA=fake]`, `make ui`, `make test`.
 PYTHON     ?= python3
 VENV       ?= .venv
 PY         := $(VENV)/bin/python

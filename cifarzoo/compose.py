@@ -21,9 +21,13 @@ CONF_DIR = REPO_DIR / "conf"
 
 
 def compose_with_choices(overrides: Sequence[str]) -> tuple[DictConfig, dict[str, str]]:
-    """The config for these overrides (without the `hydra` node) and the chosen option per group."""
+    """The config for these overrides (without the `hydra` node) and the chosen option per group;
+    a `+key` it does not know is a ConfigError (`cifarzoo.config.check_override_keys`)."""
+    from cifarzoo.config import check_override_keys
+
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+        check_override_keys(cfg, overrides, schema_without_adds(overrides))
     choices = {k: choice_name(v) for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/")}
     with open_dict(cfg):
         del cfg["hydra"]

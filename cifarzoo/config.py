@@ -73,14 +73,18 @@ def check_override_keys(cfg: DictConfig, overrides: Sequence[str], schema: DictC
         if key in PLUS_SWITCHES or (schema is not None and key in known):
             continue
         candidates = [k for k in known if k != key and not k.startswith(key + ".")] + list(PLUS_SWITCHES)
-        raise ConfigError(key, f"unknown key{_did_you_mean(key, candidates)}; {switches_line()}",
+        raise ConfigError(key, f"{_unknown(key)}{_did_you_mean(key, candidates)}; {switches_line()}",
                           OmegaConf.select(cfg, key, default=None, throw_on_missing=False))
 
 
 def unknown_override_hint(key: str, schema: DictConfig) -> str:
     """Hydra's `Could not override 'train.epoch'` as one line with the closest known key."""
     known = _dotted_keys(OmegaConf.to_container(schema, resolve=False))
-    return f"{key}: unknown key{_did_you_mean(key, known)}; {switches_line()}"
+    return f"{key}: {_unknown(key)}{_did_you_mean(key, known)}; {switches_line()}"
+
+
+def _unknown(key: str) -> str:
+    return "unknown key" if "." in key else "unknown top-level key"
 
 
 def _did_you_mean(key: str, candidates: Sequence[str]) -> str:

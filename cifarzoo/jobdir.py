@@ -80,10 +80,8 @@ class FoundDir:
 
 
 def remove_with_empty_parent(path: Path, root: Path) -> None:
-    """Remove `path`, then its parents (Hydra's day folder, `root` itself) that it leaves empty, up
-    to and including `root`."""
+    """Remove `path`, and its parent (Hydra's day folder) when that is left empty below `root`."""
     shutil.rmtree(path, ignore_errors=True)
     parent = path.parent
-    while parent.is_relative_to(root) and parent.is_dir() and not any(parent.iterdir()):
+    if parent != root and parent.is_relative_to(root) and parent.is_dir() and not any(parent.iterdir()):
         parent.rmdir()
-        parent = parent.parent

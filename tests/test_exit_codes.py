@@ -56,7 +56,7 @@ def run_py(monkeypatch, tmp_path, capsys):
                            "Available options in 'experiment': resnet_preact20_w4_cutout, "),
     (["model=nope"], "cifarzoo: error: overrides: In 'config': Could not find 'model/nope'; Available options in 'model': "),
     (["model.depth=[8,"], "cifarzoo: error: overrides: model.depth=[8,: no viable alternative at input '[8,'"),
-    (["nokey=1"], "cifarzoo: error: nokey: unknown key; the + switches are +plan, +restart, +rerun_failed, +model.init"),
+    (["nokey=1"], "cifarzoo: error: nokey: unknown top-level key; the + switches are +plan, +restart, +rerun_failed, +model.init"),
     (["train.epoch=3"], "cifarzoo: error: train.epoch: unknown key (did you mean train.epochs?); the + switches are "),
     (["-m", "model=nope", "seed=1,2"], "cifarzoo: error: overrides: In 'config': Could not find 'model/nope'"),
     (["-m", "data=fake", "seed=1,2", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=0"],
@@ -76,7 +76,7 @@ def test_hydras_own_config_errors_are_one_line_and_exit_2(run_py, tmp_path, args
     (["++train.epoch=3"], "cifarzoo: error: train.epoch: unknown key (did you mean train.epochs?)"),
     (["+trian.epochs=3"], "cifarzoo: error: trian.epochs: unknown key (did you mean train.epochs?)"),
     (["aug=cutout", "+aug.cutout.sise=3"], "cifarzoo: error: aug.cutout.sise: unknown key (did you mean aug.cutout.size?)"),
-    (["+plann=true"], "cifarzoo: error: plann: unknown key (did you mean plan?)"),
+    (["+plann=true"], "cifarzoo: error: plann: unknown top-level key (did you mean plan?)"),
     (["-m", "+train.epoch=3", "seed=1,2"], "cifarzoo: error: job +train.epoch=3 seed=1 data=fake: train.epoch: "
                                            "unknown key (did you mean train.epochs?)"),
 ], ids=["nested", "force-add", "top", "deep", "switch", "multirun"])
