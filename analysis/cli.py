@@ -195,7 +195,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from cifarzoo.cli import words_as_flags
+
+    args = build_parser().parse_args(words_as_flags(sys.argv[1:] if argv is None else argv))
     try:
         run(args)
     except AnalysisError as error:

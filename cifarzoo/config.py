@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -15,8 +17,17 @@ from omegaconf import DictConfig, OmegaConf
 from cifarzoo.errors import ConfigError
 
 GROUPS = ("model", "aug", "optim", "sched", "data", "precision")
-# `+key=true` switches of run.py (cifarzoo.task): the only top-level keys beyond conf/config.yaml's.
-SWITCHES = ("plan", "rerun_failed", "restart")
+# Every `+key=value` a run takes: the only keys beyond conf/'s yaml (docs/cli.md lists them). Any other
+# `+key` is refused (`check_override_keys`): Hydra would add it and the run would ignore it.
+PLUS_SWITCHES = {
+    "plan": "print what each job would do (run, resume, skip, invalid); train and write nothing",
+    "restart": "start the run in the run dir over (its checkpoints kept as *.discarded)",
+    "rerun_failed": "rerun a configuration whose earlier run FAILED (a sweep skips it otherwise)",
+    "model.init": "any model's weight init: default | kaiming_fan_in | kaiming_fan_out | xavier_uniform | "
+                  "xavier_normal | pytorch_default (cifarzoo/models/init.py)",
+    "model.bn_weight_init": "any model's BatchNorm weight init: one | uniform (cifarzoo/models/init.py)",
+}
+SWITCHES = tuple(k for k in PLUS_SWITCHES if "." not in k)  # the top-level ones
 # Keys that say where things are, how a sweep is driven or how progress is shown, not what is
 # trained: left out of `config_hash`.
 _LOCATION_KEYS = (("tracking",), ("data", "root"), ("data", "download"), ("seed",), ("plan",), ("rerun_failed",), ("restart",),
@@ -51,8 +62,61 @@ def check_top_level_keys(cfg: DictConfig) -> None:
     """`+experimnt=x` or `+lr=0.1` would otherwise train the default and log a junk param."""
     unknown = sorted(set(cfg) - top_level_keys())
     if unknown:
-        raise ConfigError(unknown[0], "unknown top-level key (a typo? experiments are +experiment=NAME from "
-                          "conf/experiment/; run switches are +plan, +restart, +rerun_failed)", cfg[unknown[0]])
+        raise ConfigError(unknown[0], f"unknown top-level key{_did_you_mean(unknown[0], top_level_keys())}"
+                          f" (a typo? experiments are +experiment=NAME from conf/experiment/; {switches_line()})",
+                          cfg[unknown[0]])
+
+
+def switches_line() -> str:
+    return "the + switches are " + ", ".join(f"+{k}" for k in PLUS_SWITCHES)
+
+
+def check_override_keys(cfg: DictConfig, overrides: Sequence[str], schema: DictConfig | None = None) -> None:
+    """Refuse a `+key=value` (or `++key=value`) override whose key the config's schema does not know,
+    at any depth (`+train.epoch=3` would add a key nothing reads and train the default 200 epochs):
+    one line with the closest known key. The schema is `cfg` without the added keys; for `++`
+    overrides (which may also set a key that exists) pass `schema`, the config composed without them."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from cifarzoo.paths import REPO_DIR
+
+    added = [o for o in OverridesParser.create().parse_overrides(list(overrides)) if o.is_add() or o.is_force_add()]
+    keys = [o.key_or_group for o in added if o.package is None and not o.key_or_group.startswith("hydra.")
+            and not (REPO_DIR / "conf" / o.key_or_group.replace(".", "/")).is_dir()]  # `+experiment=NAME`: a group
+    known = _dotted_keys(OmegaConf.to_container(cfg if schema is None else schema, resolve=False))
+    for key in keys:
+        if key in PLUS_SWITCHES or (schema is not None and key in known):
+            continue
+        candidates = [k for k in known if k != key and not k.startswith(key + ".")] + list(PLUS_SWITCHES)
+        raise ConfigError(key, f"{_unknown(key)}{_did_you_mean(key, candidates)}; {switches_line()}",
+                          OmegaConf.select(cfg, key, default=None, throw_on_missing=False))
+
+
+def unknown_override_hint(key: str, schema: DictConfig) -> str:
+    """Hydra's `Could not override 'train.epoch'` as one line with the closest known key."""
+    known = _dotted_keys(OmegaConf.to_container(schema, resolve=False))
+    return f"{key}: {_unknown(key)}{_did_you_mean(key, known)}; {switches_line()}"
+
+
+def _unknown(key: str) -> str:
+    return "unknown key" if "." in key else "unknown top-level key"
+
+
+def _did_you_mean(key: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _dotted_keys(tree: Any, prefix: str = "") -> list[str]:
+    """Every key of a nested dict as a dotted path, inner nodes included."""
+    keys: list[str] = []
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key in ("_target_", "defaults"):
+                continue
+            keys.append(f"{prefix}{key}")
+            keys += _dotted_keys(value, f"{prefix}{key}.")
+    return keys
 
 
 def build(node: DictConfig, **kwargs: Any) -> Any:

@@ -136,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=details, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="the run's output dir, or its MLflow run id")
     p.add_argument("--tracking-uri", default=None,
-                   help="the MLflow store to find a run id in (default: $MLFLOW_TRACKING_URI or outputs/mlflow.db; "
+                   help="the MLflow store to find a run id in, also tracking.uri=URI (default: $MLFLOW_TRACKING_URI or outputs/mlflow.db; "
                         "a run dir's own mlflow_run.json names its store)")
     p.add_argument("--split", choices=("test", "train"), default="test", help="default: %(default)s")
     p.add_argument("--tta", choices=tuple(TTA), default="none", help="test-time augmentation (default: %(default)s)")
@@ -187,7 +187,9 @@ def _container(node: object) -> object:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    from cifarzoo.cli import words_as_flags
+
+    args = parser().parse_args(words_as_flags(sys.argv[1:] if argv is None else argv))
     try:
         run(args)
     except (ConfigError, CheckpointError) as error:

@@ -70,14 +70,15 @@ def run_hydra_main(hydra_main: Callable[[], Any], on_stop: Callable[[int], None]
         from hydra.errors import HydraException
         from omegaconf.errors import OmegaConfBaseException
 
-        from cifarzoo.compose import one_line
+        from cifarzoo.compose import one_line, unknown_override_line
 
         task_tb = _from_frame(error.__traceback__, task_code)
         if user_wants_traces:
             raise
         if task_tb is None and isinstance(error, (HydraException, OmegaConfBaseException)):
             which = f"{error.override}: " if isinstance(getattr(error, "override", None), str) else ""
-            print(f"cifarzoo: error: overrides: {which}{one_line(str(error))}", file=sys.stderr, flush=True)
+            line = unknown_override_line(str(error), sys.argv[1:]) or f"overrides: {which}{one_line(str(error))}"
+            print(f"cifarzoo: error: {line}", file=sys.stderr, flush=True)
             raise SystemExit(BAD_CONFIG) from None
         if task_tb is None and isinstance(error, OSError):  # Hydra writing the run's files: a full disk, ...
             print(f"cifarzoo: error: cannot write the run's files before it starts: {error}", file=sys.stderr, flush=True)

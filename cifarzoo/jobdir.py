@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cifarzoo.paths import outputs_dir
-from cifarzoo.sweep import OUTCOME_FILE
 
+OUTCOME_FILE = "outcome.json"  # cifarzoo.sweep.OUTCOME_FILE (not imported: it brings mlflow)
 HYDRA_DIR = ".hydra"
 OWNER_DIR = "owner"  # in .hydra/: Hydra's files of the job that trains in this dir
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")

@@ -278,10 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="training steps, cycling through the data (default %(default)d)")
     parser.add_argument("--out", default="lr_find.png", help="the plot: .png, .svg or .pdf (default %(default)s)")
     parser.add_argument("--no-log", action="store_true", help="do not log an MLflow run")
+    parser.add_argument("--tracking-uri", default=None, metavar="URI", help="the MLflow store (= tracking.uri=URI)")
+    parser.add_argument("--experiment", default=None, metavar="NAME", help="its experiment (= tracking.experiment=NAME)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, as for run.py")
     args = parser.parse_intermixed_args(argv)
+    from cifarzoo.cli import flags_as_words
+
     try:
-        result = lr_find(args.overrides, args.start, args.end, args.steps, args.out, log=not args.no_log)
+        result = lr_find(args.overrides + flags_as_words(args.tracking_uri, args.experiment), args.start, args.end, args.steps, args.out, log=not args.no_log)
     except ConfigError as error:
         print(f"cifarzoo: error: {error}", file=sys.stderr)
         return 2

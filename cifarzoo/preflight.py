@@ -5,12 +5,15 @@
 from __future__ import annotations
 
 import copy
+import difflib
+import shutil
+import subprocess
 from collections.abc import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cifarzoo.errors import ConfigError
+from cifarzoo.errors import ConfigError, is_int
 
 
 def sweep_jobs(task_overrides: Sequence[str], sweeper_params: dict[str, str] | None = None) -> list[list[str]]:
@@ -52,8 +55,12 @@ def job_error(job: list[str], cache: dict[tuple[str, ...], DictConfig], config_n
 
     from cifarzoo.compose import one_line
 
+    from cifarzoo.config import check_override_keys
+
     try:
-        build_on_meta(compose_job(job, cache, config_name))
+        cfg = compose_job(job, cache, config_name)
+        check_override_keys(cfg, job, _schema(job, config_name))
+        build_on_meta(cfg)
     except (ConfigError, HydraException, OmegaConfBaseException) as error:
         return one_line(str(error)).replace("\n", " ")
     return None
@@ -94,3 +101,63 @@ def build_on_meta(cfg: DictConfig) -> None:
         c = build_components(cfg)
         optimizer = c.optimizer_factory.build(c.model, c.settings.batch_size)
         c.schedule.build(optimizer, 1, c.settings.epochs)
+
+
+def _schema(job: list[str], config_name: str) -> DictConfig | None:
+    from cifarzoo.compose import schema_without_adds
+
+    return schema_without_adds(job, config_name)
+
+
+def check_launcher(launcher: DictConfig) -> None:
+    """The launcher's settings, before the sweep dir exists: joblib's `n_jobs` a positive int;
+    SLURM's `sbatch` and `srun` on PATH and, where `sinfo` answers, its partition one of the cluster's."""
+    target = str(launcher.get("_target_", ""))
+    if "joblib" in target.lower():
+        n_jobs = launcher.get("n_jobs")
+        if not (is_int(n_jobs) and n_jobs >= 1):
+            raise ConfigError("hydra.launcher.n_jobs", "must be a positive int (runs at once)", n_jobs)
+    if "slurm" in target.lower():
+        for tool in ("sbatch", "srun"):
+            if shutil.which(tool) is None:
+                raise ConfigError("hydra/launcher", f"slurm needs SLURM's {tool} on PATH and it is not there; run on a "
+                                  "cluster's login node, or drop hydra/launcher=slurm to run here", "slurm")
+        partition = launcher.get("partition")
+        known = _partitions()
+        if partition is not None and known and str(partition) not in known:
+            close = difflib.get_close_matches(str(partition), known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError("hydra.launcher.partition", f"not a partition of this cluster{hint}; sinfo lists "
+                              f"{', '.join(known)}", partition)
+
+
+def _partitions() -> list[str]:
+    """The cluster's partitions as `sinfo` names them ([] when sinfo is not there or fails)."""
+    if shutil.which("sinfo") is None:
+        return []
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return sorted({line.strip().rstrip("*") for line in out.splitlines() if line.strip()})
+
+
+def missing_data(jobs: Sequence[Sequence[str]], cache: dict[tuple[str, ...], DictConfig],
+                 config_name: str = "config") -> list[tuple[list[str], str]]:
+    """(first job, one-line error) of each distinct dataset of the sweep (its class, root and download
+    setting) whose files are neither there nor to be downloaded: checked once each, before job 0."""
+    from cifarzoo.config import build
+
+    seen: set[tuple[str, str, bool]] = set()
+    problems = []
+    for job in distinct_jobs(jobs):
+        data = compose_job(list(job), cache, config_name).data
+        key = (str(data.get("_target_")), str(data.get("root")), bool(data.get("download")))
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            build(data).check_files()
+        except ConfigError as error:
+            problems.append((list(job), str(error)))
+    return problems

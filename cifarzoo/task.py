@@ -71,6 +71,14 @@ def main(cfg: DictConfig) -> float:
     found = FoundDir.look(ctx.output_dir)  # before this job writes there (Hydra already has)
     _pin_gpu(cfg)
     try:
+        return _main(cfg, ctx, found)
+    finally:
+        if cfg.get("plan", False) and not ctx.sweep:  # a plan writes nothing: Hydra's fresh run dir goes
+            found.leave(single_run=True)
+
+
+def _main(cfg: DictConfig, ctx: RunContext, found: FoundDir) -> float:
+    try:
         backend = "nccl" if resolve_device(cfg.train.device).type == "cuda" else "gloo"
         return train(cfg, ctx, connect(cfg.train.distributed, backend), found)
     except ConfigError as error:
@@ -197,6 +205,26 @@ def _run(cfg: DictConfig, ctx: RunContext, ranks: Ranks, decision: Decision, run
     outcome = "failed" if math.isnan(error) else ("resumed" if decision.action == "resume" else "finished")
     record(ctx.output_dir, outcome, decision.reason)
     return error
+
+
+def plan_job(cfg: DictConfig, overrides: list[str], output_dir: Path, world_size: int = 1) -> Decision:
+    """What a job of a multirun would do, decided before it is launched (the sweep's callback, for
+    `+plan=true` and for a rerun whose every job is skipped): as `train` decides, without a dir,
+    a lock or a write. `invalid` (with the error) for a job that would be refused."""
+    ctx = RunContext(output_dir, overrides=list(overrides), sweep=str(output_dir.parent))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["train"]["world_size"] = world_size
+    try:
+        chash = config_hash(distill.identity(resolved, distill.find_teacher(cfg)))
+        uri = cfg.tracking.uri or default_tracking_uri()
+        decision = _decide(cfg, ctx, uri, chash)
+        if decision.action == "resume" and not cfg.get("restart", False):
+            refused = _refusal(decision.output_dir or output_dir, uri, chash, world_size)
+            if refused is not None:
+                return Decision("invalid", str(refused))
+    except ConfigError as error:
+        return Decision("invalid", str(error))
+    return decision
 
 
 def _how_to_resume(ctx: RunContext, run_dir: Path) -> str:
@@ -445,7 +473,38 @@ def _train_in(cfg: DictConfig, ctx: RunContext, run_dir: Path, resolved: dict, c
         run.num_train, run.num_test, where, tracker.run_id,
     )
     log.info("training step: %s (%s)", run.step.kind, run.step.reason)
-    return _fit(trainer, tracker, float(cfg.tracking.get("wait_s", 120)), progress)
+    if run.teacher is not None:
+        teacher = run.teacher
+        log.info("distilling from teacher %s (%s on %s, MLflow run %s), T=%g, alpha=%g",
+                 teacher.run_dir, teacher.config.model.get("_target_", "?").rsplit(".", 1)[-1],
+                 teacher.config.data.get("_target_", "?").rsplit(".", 1)[-1], teacher.run_id or "none",
+                 cfg.train.distill.temperature, cfg.train.distill.alpha)
+    if cfg.train.channels_last and (note := channels_last_note(model)):
+        log.warning("%s", note)
+    error = _fit(trainer, tracker, float(cfg.tracking.get("wait_s", 120)), progress)
+    log.info("%s", closing_summary(error, tracker, run_dir, cfg.tracking.experiment))
+    return error
+
+
+def closing_summary(error: float, tracker: Tracker, run_dir: Path, experiment: str) -> str:
+    """The one line a finished run ends with: its final and best test error, where it is, and the
+    commands that show it."""
+    best = f"{tracker.best[0]:.2f}% at epoch {tracker.best[1]}" if getattr(tracker, "best", None) else "-"
+    return (f"done: test error {error:.2f}% (best {best}), MLflow run {tracker.run_id}, run dir {run_dir}; "
+            f"show it: python -m cifarzoo.runs --experiment {experiment}, "
+            f"python -m cifarzoo.evaluate {run_dir}")
+
+
+def channels_last_note(model: Any) -> str | None:
+    """Why `train.channels_last=true` means nothing for this model (None: it has convolutions to speed up).
+    A patch embedding (ViT's single conv) does not count."""
+    import torch
+
+    convs = sum(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+    if convs > 1:
+        return None
+    return (f"train.channels_last=true changes nothing for {type(model).__name__}: channels_last speeds up "
+            f"convolutions and it has {convs} (a patch embedding at most)")
 
 
 def _retag_step(tracker: Tracker, kind: str, reason: str) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+from cifarzoo.cli import STORE_WORDS, CliError, add_store_args, take_store_words
 from cifarzoo.paths import REPO_DIR
 from sweeps.study import StudyError, load, names
 
@@ -21,7 +22,8 @@ EPILOG = """examples:
   python -m sweeps run h000_preact20_aug_fashion_mnist hydra/launcher=slurm hydra.launcher.partition=gpu
   python -m sweeps run h000_preact20_aug_fashion_mnist +plan=true   # what would run, resume or be skipped
   python -m sweeps table h000_mnist                  # cifarzoo's numbers beside the published ones, verdicts
-  python -m sweeps table h000_mnist tracking.uri=sqlite:///other.db --format csv
+  python -m sweeps table h000_mnist tracking.uri=sqlite:///other.db --format csv   # or --tracking-uri URI
+  python -m sweeps check h000_mnist model.depth=21   # the study's jobs with an extra override
   python -m sweeps report --out REPRODUCTION.md      # every study, from the MLflow store"""
 
 TABLE_HELP = """Per row of the study: cifarzoo's statistic of the kind the source printed (median, mean, or its
@@ -41,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="the studies, a line each")
     show = sub.add_parser("show", help="a study's run.py commands")
     show.add_argument("study")
-    check = sub.add_parser("check", help="compose and validate every job (no data, no training)")
-    check.add_argument("studies", nargs="*", help="default: all")
+    check = sub.add_parser("check", help="compose and validate every job (no data, no training); exit 2 if one "
+                                          "would not start")
+    check.add_argument("studies", nargs="*", metavar="STUDY|KEY=VALUE",
+                       help="studies (default: all), then Hydra overrides added to each job (as `run` takes them)")
     run = sub.add_parser("run", help="run a study's multiruns one after another; extra Hydra overrides follow")
     run.add_argument("study")
     run.add_argument("overrides", nargs=argparse.REMAINDER, help="e.g. hydra/launcher=slurm seed=1")
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="every study's table in one markdown file (from MLflow; nothing is trained)")
     report.add_argument("--out", default="REPRODUCTION.md", help="default: %(default)s")
     report.add_argument("--no-cache", dest="cache", action="store_false", help="read without the run cache")
+    report.add_argument("--tracking-uri", default=None, metavar="URI", help="the MLflow store, also tracking.uri=URI "
+                        "(default: the training default)")
     report.add_argument("options", nargs="*", metavar="tracking.uri=...", help="the MLflow store (default: the training default)")
     args = parser.parse_args(argv)
     try:
@@ -94,16 +100,19 @@ def _check(args: argparse.Namespace) -> int:
     from sweeps.check import check_study
     from sweeps.published import check_published
 
+    studies = [w for w in args.studies if "=" not in w and not w.startswith(("+", "~"))]
+    extra = [w for w in args.studies if w not in studies]  # `model.depth=21` is an override, not a study
     failed = 0
-    for name in args.studies or names():
+    for name in studies or names():
         study = load(name)
-        problems = check_published(study) + check_study(study)
+        with_extra = dataclasses.replace(study, grids=tuple((*g, *extra) for g in study.grids))
+        problems = check_published(study) + check_study(with_extra)
         failed += bool(problems)
         status = "ok" if not problems else f"{len(problems)} problems"
         print(f"{name:32s} {len(study.jobs()):4d} runs  {status}", flush=True)
         for line in problems:
             print(f"  {line}", flush=True)
-    return 1 if failed else 0
+    return 2 if failed else 0  # a job that would not start is bad input, as for `run` and run.py -m
 
 
 def _run_to_its_end(command: list[str]) -> int:
@@ -165,7 +174,7 @@ def _report(args: argparse.Namespace) -> int:
     from analysis.cli import write_output
     from sweeps.report import report
 
-    options, overrides = _table_options(args.options)
+    options, overrides = _table_options(args.options + ([f"tracking.uri={args.tracking_uri}"] if args.tracking_uri else []))
     unknown = [o for o in overrides if not o.startswith("tracking.uri=")]
     if unknown or vars(options) != vars(_table_options([])[0]):
         raise StudyError(f"report: takes --out, --no-cache and tracking.uri=... only "
@@ -199,11 +208,19 @@ def _table_options(words: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--metric", default=None, help="default: the study's metric (test_error unless it says)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--no-cache", dest="cache", action="store_false", help="read without the run cache")
+    add_store_args(parser, experiment="the study's")
     options, rest = parser.parse_known_args(words)
     bad = [w for w in rest if w.startswith("-") or "=" not in w]
     if bad:
-        raise StudyError(f"table: unknown argument {bad[0]!r} (options: --format --digits --agg --metric --out --no-cache; "
-                         "overrides: tracking.uri=... tracking.experiment=...)")
+        raise StudyError(f"table: unknown argument {bad[0]!r} (options: --format --digits --agg --metric --out "
+                         "--no-cache --tracking-uri --experiment; overrides: tracking.uri=... tracking.experiment=...)")
+    flags = argparse.Namespace(tracking_uri=options.tracking_uri, experiment=options.experiment)
+    try:  # the flags as the words they stand for (a flag and a word naming two stores: bad input)
+        rest = take_store_words(flags, rest)
+    except CliError as error:
+        raise StudyError(str(error)) from None
+    rest += [f"{key}={getattr(flags, attr)}" for key, attr in STORE_WORDS.items() if getattr(flags, attr)]
+    del options.tracking_uri, options.experiment
     return options, rest
 
 

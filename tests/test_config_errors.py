@@ -31,6 +31,9 @@ from cifarzoo.tracking import sqlite_path
         ("aug=cutout aug.cutout.cut_inside=true aug.cutout.size=40",
          "aug.cutout.size: must fit in the 32x32 image when cut_inside is true (got 40)"),
         ("aug=dual_cutout aug.dual_cutout.cut_inside=true aug.dual_cutout.size=33", "aug.dual_cutout.size: must fit"),
+        ("aug=cutout aug.cutout.size=100", "aug.cutout.size: must be smaller than the 32x32 image (a square as large "
+                                           "as the image erases most or all of every image it hits) (got 100)"),
+        ("aug=cutout aug.cutout.size=32", "aug.cutout.size: must be smaller than the 32x32 image"),
         ("train.distributed=yes", "train.distributed: must be true or false"),
         ("train.step=graph", "train.step: graph cannot be used: train.device: a CUDA graph needs a CUDA device "
                              "(the run is on cpu) (got 'graph')"),

@@ -364,3 +364,16 @@ def test_composed_config_passes_sizes_and_root(tmp_path: Path) -> None:
     splits = dataset.load()
     assert tuple(splits.train_x.shape) == (64, 1, 12, 12) and tuple(splits.test_x.shape) == (32, 1, 12, 12)
     assert splits.train_y.max().item() <= 4
+
+
+def test_a_truncated_gz_file_does_not_advise_a_writable_copy(tmp_path: Path) -> None:
+    """A download cut short: the folder is writable, the file is the problem (issue 22)."""
+    import gzip
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    whole = gzip.compress(bytes(range(256)) * 64)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ConfigError, match=r"^data.root: cannot unpack train-images-idx3-ubyte.gz into ") as info:
+        data.MNIST(root=str(tmp_path)).load()
+    assert "writable" not in str(info.value) and "truncated or corrupt" in str(info.value)

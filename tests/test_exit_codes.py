@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,15 +56,36 @@ def run_py(monkeypatch, tmp_path, capsys):
                            "Available options in 'experiment': resnet_preact20_w4_cutout, "),
     (["model=nope"], "cifarzoo: error: overrides: In 'config': Could not find 'model/nope'; Available options in 'model': "),
     (["model.depth=[8,"], "cifarzoo: error: overrides: model.depth=[8,: no viable alternative at input '[8,'"),
-    (["nokey=1"], "cifarzoo: error: overrides: Could not override 'nokey'. To append to your config use +nokey=1"),
+    (["nokey=1"], "cifarzoo: error: nokey: unknown top-level key; the + switches are +plan, +restart, +rerun_failed, +model.init"),
+    (["train.epoch=3"], "cifarzoo: error: train.epoch: unknown key (did you mean train.epochs?); the + switches are "),
     (["-m", "model=nope", "seed=1,2"], "cifarzoo: error: overrides: In 'config': Could not find 'model/nope'"),
-], ids=["experiment", "group-option", "syntax", "unknown-key", "multirun"])
+    (["-m", "data=fake", "seed=1,2", "hydra/launcher=local_parallel", "hydra.launcher.n_jobs=0"],
+     "cifarzoo: error: hydra.launcher.n_jobs: must be a positive int (runs at once) (got 0)"),
+], ids=["experiment", "group-option", "syntax", "unknown-key", "nested-typo", "multirun", "n_jobs"])
 def test_hydras_own_config_errors_are_one_line_and_exit_2(run_py, tmp_path, args, message):
     code, out, err = run_py(*args)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith(message), err
     assert "HYDRA_FULL_ERROR" not in err and "Traceback" not in err
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["+train.epoch=3"], "cifarzoo: error: train.epoch: unknown key (did you mean train.epochs?); the + switches are "
+                         "+plan, +restart, +rerun_failed, +model.init, +model.bn_weight_init (got 3)"),
+    (["++train.epoch=3"], "cifarzoo: error: train.epoch: unknown key (did you mean train.epochs?)"),
+    (["+trian.epochs=3"], "cifarzoo: error: trian.epochs: unknown key (did you mean train.epochs?)"),
+    (["aug=cutout", "+aug.cutout.sise=3"], "cifarzoo: error: aug.cutout.sise: unknown key (did you mean aug.cutout.size?)"),
+    (["+plann=true"], "cifarzoo: error: plann: unknown top-level key (did you mean plan?)"),
+    (["-m", "+train.epoch=3", "seed=1,2"], "cifarzoo: error: job +train.epoch=3 seed=1 data=fake: train.epoch: "
+                                           "unknown key (did you mean train.epochs?)"),
+], ids=["nested", "force-add", "top", "deep", "switch", "multirun"])
+def test_an_added_key_the_config_does_not_know_is_one_line(run_py, tmp_path, args, message):
+    """Issue 22: `+train.epoch=3` trained the default 200 epochs, the key ignored."""
+    code, out, err = run_py(*args, "data=fake")
+    assert code == 2
+    assert err.startswith(message) and "Traceback" not in err, err
+    assert not any(p.is_file() for p in (tmp_path / "outputs").rglob("*"))  # no run dir left behind
 
 
 def test_a_diverged_run_exits_3(run_py, tmp_path):
@@ -115,3 +137,15 @@ def test_a_multiruns_exit_code_is_its_worst_jobs(tmp_path, capsys, outcomes, cod
     assert sweep_end(tmp_path, outcomes) == code
     if "diverged" in outcomes:
         assert "1 diverged" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [["model=nope"], ["+train.epoch=3"], ["train.epoch=3"], ["--help"]],
+                         ids=["group-option", "added-key", "unknown-key", "help"])
+def test_config_mistakes_and_help_answer_without_importing_torch_or_mlflow(tmp_path, args):
+    """Issue 22: a one-line typo error took 9-15 s, most of it importing torch, mlflow and pandas."""
+    env = {**os.environ, "CIFARZOO_OUTPUTS": str(tmp_path / "outputs"), "PYTHONPATH": str(REPO_DIR)}
+    result = subprocess.run([sys.executable, "-X", "importtime", str(REPO_DIR / "run.py"), *args],
+                            capture_output=True, text=True, env=env, timeout=120)
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert result.returncode == (0 if args == ["--help"] else 2), result.stderr[-2000:]
+    assert not imported & {"torch", "mlflow", "pandas", "cifarzoo.task"}

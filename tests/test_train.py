@@ -149,18 +149,6 @@ def test_mixed_precision_modes_train_on_cpu(make_run, client, precision):
     assert only_run(client).data.params["precision"] == precision
 
 
-def test_runs_listing_shows_status_error_and_ui_command(make_run, tracking_uri):
-    from cifarzoo.runs import format_runs
-
-    cfg, ctx = make_run("model.depth=8", "train.epochs=1", "seed=7")
-    error = train(cfg, ctx)
-    text = format_runs(tracking_uri, "test")
-    assert text.splitlines()[0] == f"1 runs in experiment 'test' at {tracking_uri}"
-    assert f"FINISHED  {error:>12.2f}" in text and "seed=7" in text
-    assert text.endswith(f"mlflow ui --backend-store-uri {tracking_uri}")
-    assert format_runs(tracking_uri, "nope") == f"no experiment 'nope' in {tracking_uri}"
-
-
 def test_real_fashion_mnist_is_learned_on_cpu(make_run, tmp_path):
     from conftest import SHARED_DATA
 

@@ -31,6 +31,8 @@ class Cutout(FloatBlock):
     def check_image_size(self, h: int, w: int) -> None:
         require(not self.cut_inside or self.size <= min(h, w), f"{self.key}.size",
                 f"must fit in the {h}x{w} image when cut_inside is true", self.size)
+        require(self.size < min(h, w), f"{self.key}.size", f"must be smaller than the {h}x{w} image (a square "
+                "as large as the image erases most or all of every image it hits)", self.size)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         b, _, h, w = images.shape

@@ -54,6 +54,10 @@ class ImageDataset:
         for key, size in (("data.train_size", train_size), ("data.test_size", test_size)):
             require(size is None or (is_int(size) and size > 0), key, "must be null or a positive int", size)
 
+    def check_files(self) -> None:
+        """Raise a ConfigError when the files are neither there nor to be downloaded (a sweep's
+        pre-flight, once per distinct dataset). Generated data has none."""
+
     def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 

@@ -27,9 +27,18 @@ class TorchvisionDataset(ImageDataset):
     def _open(self, train: bool) -> Any:
         return self.tv_class(self.root, train=train, download=self.download)
 
+    def check_files(self) -> None:
+        """Pre-flight: the files are there (opening the test split), unless they are to be downloaded."""
+        if not self.download:
+            self._opened(train=False)
+
     def _load_split(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        dataset = self._opened(train)
+        return _as_nchw(dataset.data, self.channels), torch.as_tensor(np.asarray(_labels(dataset)), dtype=torch.int64)
+
+    def _opened(self, train: bool) -> Any:
         try:
-            dataset = self._open(train)
+            return self._open(train)
         except OSError as error:  # urllib's URLError included: no network, server gone
             raise ConfigError(
                 "data.download",
@@ -44,7 +53,6 @@ class TorchvisionDataset(ImageDataset):
                 f"no {self.name} files found there (or they are corrupt); set data.download=true or point data.root at a copy",
                 self.root,
             ) from None
-        return _as_nchw(dataset.data, self.channels), torch.as_tensor(np.asarray(_labels(dataset)), dtype=torch.int64)
 
 
 def _labels(dataset: Any) -> Any:
@@ -96,9 +104,12 @@ class MNISTFamily(TorchvisionDataset):
                 extract_archive(packed, raw)
             except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
                 packed.with_suffix("").unlink(missing_ok=True)
-                reason = "the folder is not writable" if isinstance(error, PermissionError) else f"{type(error).__name__}: {error}"
-                raise ConfigError("data.root", f"cannot unpack {packed.name} into {raw} ({reason}); point data.root "
-                                  "at a writable copy", self.root) from None
+                if isinstance(error, PermissionError):
+                    rule = f"cannot unpack {packed.name} into {raw} (the folder is not writable); point data.root at a writable copy"
+                else:  # a truncated or corrupt download: writing elsewhere would not help
+                    rule = (f"cannot unpack {packed.name} into {raw} ({type(error).__name__}: {error}): the file is truncated "
+                            "or corrupt; delete it and set data.download=true, or point data.root at a good copy")
+                raise ConfigError("data.root", rule, self.root) from None
 
 
 class MNIST(MNISTFamily):
