@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cifarzoo.paths import outputs_dir
 
-OUTCOME_FILE = "outcome.json"  # cifarzoo.sweep.OUTCOME_FILE (not imported: it brings mlflow)
+OUTCOME_FILE = "outcome.json"  # a job's outcome (cifarzoo.sweep writes it; defined here, which imports no mlflow)
 HYDRA_DIR = ".hydra"
 OWNER_DIR = "owner"  # in .hydra/: Hydra's files of the job that trains in this dir
 HYDRA_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")

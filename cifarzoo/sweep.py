@@ -19,11 +19,11 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from cifarzoo import checkpoint, runlock
+from cifarzoo.jobdir import OUTCOME_FILE
 from cifarzoo.tracking import RUN_FILE, recorded_run
 
 log = logging.getLogger("cifarzoo")
 
-OUTCOME_FILE = "outcome.json"
 UNFINISHED = ("RUNNING", "SCHEDULED", "KILLED")
 
 
