@@ -276,7 +276,7 @@ def unvouched(df: pd.DataFrame) -> str:
     """One line naming the runs no cifarzoo run dir vouches for (no `output_dir` tag: created
     outside cifarzoo; or a dir on this machine whose `mlflow_run.json` names another run): anyone
     who can write the store can add such runs (README, Trust model). Empty when there are none."""
-    from cifarzoo.sweep import vouches_for
+    from cifarzoo.runrecord import vouches_for
 
     tagged = df.get("tags.output_dir", pd.Series(None, index=df.index, dtype=object))
     outside, forged = [], []

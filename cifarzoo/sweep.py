@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from cifarzoo import checkpoint, runlock
 from cifarzoo.jobdir import OUTCOME_FILE
-from cifarzoo.tracking import RUN_FILE, recorded_run
+from cifarzoo.runrecord import RUN_FILE, vouches_for
 
 log = logging.getLogger("cifarzoo")
 
@@ -94,12 +94,6 @@ def _finished_where(run: object) -> str | None:
     if not tagged:
         return "(no run dir recorded: created outside cifarzoo?)"
     return f"in {tagged} (not on this machine: trusted as recorded in the store)"
-
-
-def vouches_for(directory: Path, run_id: str) -> bool:
-    """Whether `directory` is the output dir of MLflow run `run_id`, by its own record (an
-    `output_dir` tag alone is anyone's to set on a tracking server)."""
-    return recorded_run(directory).get("run_id") == run_id
 
 
 def write_outcome(job_dir: Path, outcome: str, detail: str = "") -> None:

@@ -30,10 +30,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from cifarzoo.errors import ConfigError, is_number, require
+from cifarzoo.runrecord import RUN_FILE, recorded_run
 
 log = logging.getLogger("cifarzoo")
 
-RUN_FILE = "mlflow_run.json"
 _BATCH = 100  # MLflow's limit on params per log_batch call
 
 
@@ -566,16 +566,6 @@ def best_so_far(history: list[Metric]) -> tuple[float, int] | None:
     a resumed run goes on from the best its interrupted part logged."""
     finite = [(m.value, m.step) for m in history if math.isfinite(m.value)]
     return min(finite) if finite else None
-
-
-def recorded_run(directory: Path) -> dict[str, Any]:
-    """What `directory/mlflow_run.json` records (run_id, tracking_uri, experiment_id); {} when the
-    file is missing or unreadable."""
-    try:
-        record = json.loads((directory / RUN_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def _previous_run(client: MlflowClient, run_file: Path, uri: str, experiment_id: str) -> Any:
